@@ -1,0 +1,1 @@
+"""The engine: turns GenerationRequests into images. Knows nothing of HTTP."""

@@ -1,0 +1,54 @@
+"""Family specs: what differs between model families, as data plus two small functions.
+
+Adding a family = one `FamilySpec` in `imagine/models/families/` + one tiny-pipeline test.
+No `if family == ...` anywhere else: callers read the spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from imagine.request import GenerationRequest
+
+# Builds the keyword arguments of one pipeline call for a batch of compatible requests
+# (same batch_key). The generators list has one CPU generator per request, seeded from it.
+CallKwargsBuilder = Callable[[Sequence[GenerationRequest], list[torch.Generator]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySpec:
+    """Defaults, limits and call-building for one model family (or one model's overrides of it)."""
+
+    name: str  # "sd", "sdxl", "sd3", "flux", "kolors", "shapes", ...
+    pipeline_classes: tuple[str, ...]  # model_index.json `_class_name`s that identify the family
+    default_steps: int
+    default_guidance: float
+    default_width: int
+    default_height: int
+    size_multiple: int  # width and height must be multiples of this
+    guidance_range: tuple[float, float]
+    schedulers: tuple[str, ...]  # diffusers scheduler class names a request may pick
+    default_scheduler: str  # the class the model runs when the request names none
+    # Extra config applied when swapping to a scheduler, e.g. flow sigmas for DPM++ on FLUX/SD3.
+    scheduler_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_prompt_tokens: int = 77
+    # Family-specific extra parameters a request may set: name -> (min, max).
+    extras: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    build_call_kwargs: CallKwargsBuilder | None = None
+
+    def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
+        """Requests with equal keys can share one pipeline call (one generator each)."""
+        return (
+            request.model_id,
+            request.width,
+            request.height,
+            request.num_inference_steps,
+            request.guidance_scale,
+            request.scheduler,
+            request.negative_prompt is None,
+            request.extras,
+        )
