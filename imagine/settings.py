@@ -1,0 +1,83 @@
+"""One typed settings object, loaded once (TOML file, then IMAGINE_* environment) and passed
+explicitly to whatever needs it. No module reads the environment on its own."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "imagine/shapes"
+
+
+def hash_token(token: str) -> str:
+    """Tokens are kept only as SHA-256 hex digests; requests are hashed and compared in constant time."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Environment variables are `IMAGINE_<FIELD>` (lists as JSON)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="forbid")
+
+    # --- network and auth
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_unauthenticated_public: bool = False  # binding beyond loopback with no tokens needs this
+    tokens: list[str] = Field(default_factory=list)  # plain tokens; hashed at load, never kept
+    token_hashes: list[str] = Field(default_factory=list)  # or SHA-256 hex digests directly
+
+    # --- models
+    default_model: str = DEFAULT_MODEL
+    preload: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL])
+    model_dirs: list[Path] = Field(default_factory=list)  # folders searched for <id> sub-folders
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    memory_budget_bytes: int = 0  # 0 = no budget (never evict)
+    allow_downloads: bool = True  # False = resolve from local folders and the HF cache only
+
+    # --- request limits
+    max_pixels: int = 1024 * 1024
+    max_steps: int = 100
+    max_prompt_chars: int = 2000
+
+    # --- engine
+    queue_size: int = 64  # per model
+    per_client_queue: int = 16  # queued requests one token/client may hold
+    max_batch_size: int = 8
+    batch_wait_ms: float = 5.0
+    request_timeout_s: float = 600.0
+
+    # --- result cache
+    cache_backend: Literal["memory", "redis", "none"] = "memory"
+    cache_max_bytes: int = 256 * 1024 * 1024
+    cache_ttl_s: float = 3600.0
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    log_level: str = "info"
+
+    @field_validator("token_hashes")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [h.lower() for h in v]
+
+    def all_token_hashes(self) -> frozenset[str]:
+        return frozenset(self.token_hashes) | {hash_token(t) for t in self.tokens}
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:
+        """File values first, then IMAGINE_* environment, then explicit overrides (CLI flags)."""
+        file_values: dict[str, object] = {}
+        if config_file is not None:
+            with open(config_file, "rb") as f:
+                file_values = tomllib.load(f)
+        # pydantic-settings ranks init kwargs above the environment; we want the environment to
+        # win over the file, so read the environment alone first and merge by hand.
+        from_env = cls().model_dump(exclude_unset=True)
+        merged = {**file_values, **from_env}
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**merged)
