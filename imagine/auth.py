@@ -1,0 +1,138 @@
+"""Bearer tokens: who may call the server, and keeping tokens out of every log.
+
+- No tokens configured and a loopback bind: auth is off (the Python client sends the user's
+  cached Hub token anyway; it is ignored, never logged, never forwarded).
+- Tokens configured (`Settings.tokens` / `token_hashes`, kept as SHA-256 digests): every request
+  must carry `Authorization: Bearer <token>`; its digest is compared in constant time with each
+  configured digest.
+- A non-loopback bind with no tokens refuses to start unless `allow_unauthenticated_public`
+  (`--allow-unauthenticated-public`, `IMAGINE_ALLOW_UNAUTHENTICATED_PUBLIC=true`) is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import re
+from typing import Any
+
+from imagine.errors import Unauthorized
+from imagine.settings import Settings, hash_token
+
+__all__ = [
+    "InsecureBind",
+    "RedactSecrets",
+    "TokenAuth",
+    "check_bind",
+    "install_log_redaction",
+    "is_loopback",
+    "redact",
+]
+
+
+class InsecureBind(RuntimeError):
+    """A public bind without tokens and without the explicit opt-in flag."""
+
+
+class TokenAuth:
+    """Checks `Authorization` headers against configured SHA-256 token digests."""
+
+    def __init__(self, *, token_hashes: frozenset[str]) -> None:
+        self._hashes = tuple(sorted(h.lower() for h in token_hashes))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenAuth:
+        return cls(token_hashes=settings.all_token_hashes())
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._hashes)
+
+    def authenticate(self, authorization: str | None) -> str | None:
+        """The digest of the presented token (a stable client id), or None when auth is off.
+
+        Raises Unauthorized when auth is on and the header is missing, malformed or wrong.
+        The message never repeats the token.
+        """
+        if not self._hashes:
+            return None
+        if not authorization:
+            raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+        digest = hash_token(token)
+        matched = False
+        for known in self._hashes:  # no early exit: time does not depend on which one matched
+            matched |= hmac.compare_digest(digest, known)
+        if not matched:
+            raise Unauthorized("invalid bearer token")
+        return digest
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1; False for 0.0.0.0, :: and anything else."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse a public bind with no tokens unless explicitly allowed. Raises InsecureBind."""
+    if is_loopback(settings.host) or settings.all_token_hashes():
+        return
+    if settings.allow_unauthenticated_public:
+        return
+    raise InsecureBind(
+        f"refusing to listen on {settings.host} without authentication: configure tokens "
+        "(IMAGINE_TOKENS / IMAGINE_TOKEN_HASHES or `tokens` in the config file), bind to "
+        "127.0.0.1, or pass --allow-unauthenticated-public "
+        "(IMAGINE_ALLOW_UNAUTHENTICATED_PUBLIC=true) to serve anyone who can reach this address"
+    )
+
+
+# Bearer/Basic credentials, Authorization header values, and Hub tokens that slip into a message.
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\s]+(\s+[^'\",}\s]+)?"),
+    re.compile(r"\bhf_[A-Za-z0-9]{8,}\b"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with bearer tokens, Authorization values and hf_ tokens replaced by `***`."""
+    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)} ***", text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)}***", text)
+    return _SECRET_PATTERNS[2].sub("hf_***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """A handler filter that rewrites each record's message with `redact` (belt and braces: no
+    imagine code logs headers, but a library's debug log might)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction(*loggers: Any) -> RedactSecrets:
+    """Attach one RedactSecrets filter to every handler of the root logger and of `loggers`
+    (names or Logger objects; default: the uvicorn loggers). Returns the filter."""
+    flt = RedactSecrets()
+    names = loggers or ("uvicorn", "uvicorn.error", "uvicorn.access")
+    targets = [logging.getLogger()] + [
+        logging.getLogger(n) if isinstance(n, str) else n for n in names
+    ]
+    for logger in targets:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(flt)
+    return flt

@@ -1,0 +1,1 @@
+"""Wire protocols: shape and type conversion only (no torch, no HTTP framework)."""
