@@ -1,0 +1,61 @@
+"""Composition only: settings + engine + cache → a FastAPI app (routes, error table, request
+ids, lifespan). Threads, queues and auth live elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from imagine import __version__
+from imagine.auth import TokenAuth
+from imagine.http.errors import install_error_handlers
+from imagine.http.request_id import RequestIdMiddleware
+from imagine.http.routes import router
+from imagine.http.state import BuildRequest, ServerState, compute_type, default_build_request
+from imagine.settings import Settings
+
+if TYPE_CHECKING:
+    from imagine.cache.base import ResultCache
+    from imagine.engine.base import Engine
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    cache: ResultCache | None = None,
+    *,
+    build_request: BuildRequest = default_build_request,
+) -> FastAPI:
+    """The ASGI app. Its lifespan starts the engine (preloading in the background) and closes
+    the engine and the cache on shutdown. `build_request` defaults to
+    `imagine.validation.build_request`; tests may pass a stand-in."""
+    state = ServerState(
+        settings=settings,
+        engine=engine,
+        cache=cache,
+        auth=TokenAuth.from_settings(settings),
+        build_request=build_request,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        state.compute_type = compute_type(settings)
+        try:
+            yield
+        finally:
+            await engine.close()
+            if cache is not None:
+                await cache.close()
+
+    app = FastAPI(title="imagine", version=__version__, lifespan=lifespan)
+    app.state.imagine = state
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

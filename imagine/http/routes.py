@@ -1,0 +1,259 @@
+"""The HF-compatible routes.
+
+    POST /                                        the default model
+    POST /models/{model_id}                       (ids contain slashes)
+    POST /hf-inference/models/{model_id}
+    POST /pipeline/text-to-image/{model_id}
+    GET  on each of those                         small JSON status of the model
+    GET  /models/{model_id}/info                  defaults, limits, schedulers of the model
+    GET  /health                                  liveness + per-model state (no auth)
+
+One POST: auth → parse body → negotiate format → describe + validate (worker thread) → cache
+get → engine.generate (cancelled when the client goes away) → encode (worker thread) → cache put.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from imagine import imaging
+from imagine.errors import ImagineError, ModelNotFound
+from imagine.http.errors import error_response, internal_error_response
+from imagine.http.state import ServerState
+from imagine.protocols.hf import negotiate_format, parse_body, parse_bool_header
+from imagine.request import GenerationRequest, GenerationResult, OutputFormat
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+_PREFIXES = ("/models", "/hf-inference/models", "/pipeline/text-to-image")
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.imagine
+    return state
+
+
+def _client_id(request: Request, state: ServerState) -> str:
+    """Authenticates (raises Unauthorized). The token digest when auth is on, else the peer IP."""
+    digest = state.auth.authenticate(request.headers.get("authorization"))
+    if digest is not None:
+        return digest
+    return request.client.host if request.client else "unknown"
+
+
+def _clean_model_id(model_id: str) -> str:
+    model_id = model_id.strip("/")
+    if not model_id:
+        raise ModelNotFound("no model id in the path: use /models/<owner>/<name>")
+    return model_id
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    return {"status": "ok", "auth": state.auth.enabled, "models": state.engine.health()}
+
+
+@router.get("/models/{model_id:path}/info")
+async def model_info(request: Request, model_id: str) -> JSONResponse:
+    state = _state(request)
+    try:
+        _client_id(request, state)
+        info = await anyio.to_thread.run_sync(state.engine.describe, _clean_model_id(model_id))
+    except ImagineError as exc:
+        return error_response(exc)
+    spec = info.spec
+    s = state.settings
+    return JSONResponse(
+        {
+            "model_id": info.model_id,
+            "family": spec.name,
+            "revision": info.revision,
+            "state": info.state,
+            "defaults": {
+                "num_inference_steps": spec.default_steps,
+                "guidance_scale": spec.default_guidance,
+                "width": spec.default_width,
+                "height": spec.default_height,
+                "scheduler": spec.default_scheduler,
+            },
+            "limits": {
+                "size_multiple": spec.size_multiple,
+                "max_pixels": s.max_pixels,
+                "max_steps": s.max_steps,
+                "guidance_range": list(spec.guidance_range),
+                "max_prompt_chars": s.max_prompt_chars,
+                "max_prompt_tokens": spec.max_prompt_tokens,
+            },
+            "schedulers": list(spec.schedulers),
+            "extras": {k: list(v) for k, v in spec.extras.items()},
+        }
+    )
+
+
+async def _status(request: Request, model_id: str) -> JSONResponse:
+    state = _state(request)
+    try:
+        _client_id(request, state)
+        info = await anyio.to_thread.run_sync(state.engine.describe, _clean_model_id(model_id))
+    except ImagineError as exc:
+        return error_response(exc)
+    return JSONResponse(
+        {
+            "model_id": info.model_id,
+            "task": "text-to-image",
+            "state": info.state,
+            "loaded": info.state == "ready",
+        }
+    )
+
+
+async def _generate(request: Request, model_id: str) -> Response:
+    state = _state(request)
+    request_id: str = getattr(request.state, "request_id", "")
+    try:
+        return await _generate_or_raise(request, state, model_id)
+    except ImagineError as exc:
+        return error_response(exc)
+    except Exception as exc:  # a bug somewhere below: 500 without the traceback
+        return internal_error_response(exc, request_id)
+
+
+async def _generate_or_raise(request: Request, state: ServerState, model_id: str) -> Response:
+    client_id = _client_id(request, state)
+    model_id = _clean_model_id(model_id)
+    wire = parse_body(await request.body(), request.headers.get("content-type"))
+    fmt = negotiate_format(request.headers.getlist("accept"))
+    use_cache = _flag(request, "x-use-cache", wire.use_cache, default=True)
+    wait = _flag(request, "x-wait-for-model", wire.wait_for_model, default=False)
+    started = time.perf_counter()
+    gen = await anyio.to_thread.run_sync(
+        _build_request, state, model_id, wire.prompt, wire.parameters, fmt
+    )
+    key = gen.cache_key()
+    if state.cache is not None and use_cache:
+        hit = await state.cache.get(key)
+        if hit is not None:
+            return _image_response(
+                hit.body, hit.content_type, hit.seed, time.perf_counter() - started, state, "hit"
+            )
+    result = await _unless_disconnected(
+        request, state.engine.generate(gen, client_id=client_id, wait_for_model=wait)
+    )
+    if result is None:  # the client went away; nobody reads this
+        return Response(status_code=499)
+    used = result.request
+    body = await anyio.to_thread.run_sync(imaging.encode, result.image, fmt, used.parameters())
+    content_type = imaging.CONTENT_TYPES[fmt]
+    if state.cache is not None:
+        from imagine.cache.base import CachedImage
+
+        await state.cache.put(
+            key, CachedImage(body=body, content_type=content_type, seed=used.seed)
+        )
+    return _image_response(
+        body, content_type, used.seed, time.perf_counter() - started, state, "miss"
+    )
+
+
+def _build_request(
+    state: ServerState,
+    model_id: str,
+    prompt: str,
+    parameters: dict[str, Any],
+    fmt: OutputFormat,
+) -> GenerationRequest:
+    """Describe (may touch disk) and validate, in a worker thread."""
+    info = state.engine.describe(model_id)
+    return state.build_request(
+        model_id=model_id,
+        prompt=prompt,
+        parameters=parameters,
+        info=info,
+        settings=state.settings,
+        output_format=fmt,
+    )
+
+
+def _flag(request: Request, header: str, legacy: bool | None, *, default: bool) -> bool:
+    """The header wins over the legacy `options` field, which wins over the default."""
+    value = parse_bool_header(header, request.headers.get(header))
+    if value is not None:
+        return value
+    return default if legacy is None else legacy
+
+
+async def _unless_disconnected(request: Request, work: Any) -> GenerationResult | None:
+    """Await `work`; if the client disconnects first, cancel it and return None."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            result: GenerationResult = task.result()
+            return result
+        log.info("client disconnected; cancelling request %s", request.state.request_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)  # let the engine see it
+        return None
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect (servers send it when
+    # the peer closes, or once the response is complete).
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _image_response(
+    body: bytes, content_type: str, seed: int, seconds: float, state: ServerState, cache: str
+) -> Response:
+    return Response(
+        content=body,
+        media_type=content_type,
+        headers={
+            "x-seed": str(seed),
+            "x-compute-time": f"{seconds:.3f}",
+            "x-compute-type": state.compute_type,
+            "x-cache": cache,
+        },
+    )
+
+
+async def _post_default(request: Request) -> Response:
+    return await _generate(request, _state(request).settings.default_model)
+
+
+async def _get_default(request: Request) -> JSONResponse:
+    return await _status(request, _state(request).settings.default_model)
+
+
+async def _post_model(request: Request, model_id: str) -> Response:
+    return await _generate(request, model_id)
+
+
+async def _get_model(request: Request, model_id: str) -> JSONResponse:
+    return await _status(request, model_id)
+
+
+router.add_api_route("/", _post_default, methods=["POST"], include_in_schema=True)
+router.add_api_route("/", _get_default, methods=["GET"])
+for _prefix in _PREFIXES:
+    router.add_api_route(f"{_prefix}/{{model_id:path}}", _post_model, methods=["POST"])
+    router.add_api_route(f"{_prefix}/{{model_id:path}}", _get_model, methods=["GET"])
