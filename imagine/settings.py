@@ -51,12 +51,16 @@ class Settings(BaseSettings):
     max_batch_size: int = 8
     batch_wait_ms: float = 5.0
     request_timeout_s: float = 600.0
+    # Largest sum of width×height one pipeline call may hold (0 = no limit): bounds activation
+    # memory. A single request above it is refused with 400; batches are cut to fit it.
+    max_batch_pixels: int = 0
 
     # --- result cache
     cache_backend: Literal["memory", "redis", "none"] = "memory"
     cache_max_bytes: int = 256 * 1024 * 1024
     cache_ttl_s: float = 3600.0
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "imagine:result:"  # keys are <prefix><request.cache_key()>
 
     log_level: str = "info"
 

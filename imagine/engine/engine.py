@@ -1,0 +1,200 @@
+"""The engine: admission, per-model queues, dynamic batching, workers, loading and cancellation.
+
+    generate(request)
+      ├─ size check                 InvalidRequest (400) above settings.max_batch_pixels
+      ├─ model not ready, not waiting → load in the background, ModelLoading (503)
+      ├─ RequestQueue.push          Overloaded (429) when the model's queue or the client is full
+      └─ await the request's future, settled by the model's Worker (batcher → run_batch thread)
+
+Cancellation: cancelling the task that awaits `generate` removes a queued request at once. A
+request already running is marked cancelled and its result dropped; the pipeline call itself is
+interrupted (at the next denoising step) only when every request in its batch is cancelled, so
+the other requests of a shared batch are never touched.
+
+Timeout: a request still unanswered after settings.request_timeout_s is withdrawn the same way
+and raises Overloaded (if it never left the queue) or GenerationFailed (if it was running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from imagine.engine.admission import Pending, RequestQueue
+from imagine.engine.base import ModelInfo
+from imagine.engine.ports import ManagerPort
+from imagine.engine.residency import ModelSlot, Residency, copy_error
+from imagine.errors import (
+    GenerationFailed,
+    InvalidRequest,
+    ModelLoadFailed,
+    ModelLoading,
+    ModelNotFound,
+    Overloaded,
+)
+from imagine.metrics import Metrics
+from imagine.request import GenerationRequest, GenerationResult
+from imagine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Implements `imagine.engine.base.Engine` over a ModelManager (any `ManagerPort`)."""
+
+    def __init__(
+        self, *, settings: Settings, manager: ManagerPort, metrics: Metrics | None = None
+    ) -> None:
+        self._settings = settings
+        self._manager = manager
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._residency = Residency(settings=settings, manager=manager, metrics=self.metrics)
+        self._slots = self._residency.slots()
+
+    async def start(self) -> None:
+        """Start loading every model in settings.preload in the background (does not wait).
+        Preload ids that resolve to nothing are logged, not raised."""
+        for model_id in self._settings.preload:
+            try:
+                self._residency.ensure_loading(self._slot(model_id))
+            except ModelNotFound as exc:
+                log.error("cannot preload %s: %s", model_id, exc.message)
+
+    async def close(self) -> None:
+        """Stop workers, cancel loads, unload models; queued requests fail."""
+        await self._residency.close()
+
+    async def load(self, model_id: str) -> None:
+        """Load `model_id` now (if not loaded) and wait until it is ready to serve.
+        Raises ModelNotFound, ModelLoadFailed."""
+        slot = self._slot(model_id)
+        self._residency.ensure_loading(slot)
+        if slot.load_task is not None:
+            await asyncio.shield(slot.load_task)
+        if slot.worker is None:
+            raise copy_error(slot.load_error or ModelLoadFailed(f"model {model_id} is not loaded"))
+
+    def describe(self, model_id: str) -> ModelInfo:
+        """Resolve a model id without loading it (state as the engine sees it).
+        Raises ModelNotFound."""
+        info = self._manager.describe(model_id)
+        slot = self._slots.get(model_id)
+        if slot is None:
+            return info
+        return dataclasses.replace(info, state=slot.state)
+
+    async def generate(
+        self, request: GenerationRequest, *, client_id: str, wait_for_model: bool
+    ) -> GenerationResult:
+        """Generate one image.
+
+        Raises InvalidRequest (too many pixels for the memory limit), ModelNotFound,
+        ModelLoading (model not ready and `wait_for_model` False; a load is started),
+        ModelLoadFailed (the load this request waited for failed or, when not waiting, the
+        last load failed and no request has been told yet; the next request retries),
+        Overloaded (queue or per-client cap
+        full, or request_timeout_s passed in the queue), GenerationFailed.
+        """
+        self._check_size(request)
+        slot = self._slot(request.model_id)
+        if slot.worker is None and not wait_for_model:
+            error = slot.load_error
+            if error is not None and not slot.loading and not slot.load_error_reported:
+                slot.load_error_reported = True  # reported once; the next request retries
+                raise copy_error(error)
+            self._residency.ensure_loading(slot)
+            raise ModelLoading(
+                request.model_id,
+                estimated_time=self._manager.estimated_load_time(request.model_id),
+            )
+        loop = asyncio.get_running_loop()
+        pending = Pending(
+            request=request,
+            client_id=client_id,
+            key=slot.spec.batch_key(request),
+            future=loop.create_future(),
+        )
+        slot.queue.push(pending)
+        self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))
+        if slot.worker is None:
+            self._residency.ensure_loading(slot)
+        try:
+            async with asyncio.timeout(self._settings.request_timeout_s):
+                return await self._await(slot, pending)
+        except TimeoutError:
+            if pending.batch is None:
+                raise Overloaded(
+                    f"the request waited {self._settings.request_timeout_s:g} s for model "
+                    f"{slot.model_id} without starting (request_timeout_s)",
+                    retry_after=slot.queue.retry_after(),
+                ) from None
+            raise GenerationFailed(
+                f"generation took longer than {self._settings.request_timeout_s:g} s "
+                "(request_timeout_s)"
+            ) from None
+
+    async def _await(self, slot: ModelSlot, pending: Pending) -> GenerationResult:
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if slot.queue.remove(pending):
+                where = "queued"
+                self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))
+            else:
+                where = "running"
+                pending.cancel()
+            self.metrics.cancelled.labels(model=slot.model_id, where=where).inc()
+            raise
+
+    def health(self) -> dict[str, Any]:
+        """Per-model state as the engine sees it, plus the manager's own report."""
+        models: dict[str, Any] = {}
+        for model_id, slot in self._slots.items():
+            entry: dict[str, Any] = {
+                "state": slot.state,
+                "queued": len(slot.queue),
+                "running": len(slot.worker.current.items)
+                if slot.worker and slot.worker.current
+                else 0,
+                "memory_bytes": slot.memory_bytes if slot.worker else 0,
+            }
+            if slot.load_error is not None:
+                entry["error"] = slot.load_error.message
+            models[model_id] = entry
+        return {
+            "models": models,
+            "memory_used_bytes": self._residency.used_bytes(),
+            "memory_budget_bytes": self._settings.memory_budget_bytes,
+            "manager": self._manager.health(),
+        }
+
+    def _slot(self, model_id: str) -> ModelSlot:
+        slot = self._slots.get(model_id)
+        if slot is None:
+            info = self._manager.describe(model_id)  # raises ModelNotFound
+            s = self._settings
+            slot = ModelSlot(
+                model_id=model_id,
+                spec=info.spec,
+                queue=RequestQueue(
+                    model_id=model_id,
+                    capacity=s.queue_size,
+                    per_client=s.per_client_queue,
+                    max_batch_size=s.max_batch_size,
+                ),
+            )
+            self._slots[model_id] = slot
+        return slot
+
+    def _check_size(self, request: GenerationRequest) -> None:
+        limit = self._settings.max_batch_pixels
+        pixels = request.width * request.height
+        if limit and pixels > limit:
+            raise InvalidRequest(
+                f"width × height = {request.width} × {request.height} = {pixels} pixels exceeds "
+                f"this server's memory limit of {limit} pixels per pipeline call "
+                "(max_batch_pixels); ask for a smaller image",
+                field="width",
+            )

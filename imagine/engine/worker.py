@@ -1,0 +1,163 @@
+"""One worker per loaded pipeline instance.
+
+The worker owns a single-thread executor: every `run_batch` call of its model runs on that one
+thread, so the pipeline never sees two calls at once and the event loop never runs model code.
+It pulls batches from its model's queue (see `batcher`), checks one output per input, and
+settles each request's future: a result, or a typed error (every request of a failed batch gets
+its own GenerationFailed, or the ServerError the manager raised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from imagine.engine.admission import Batch, Pending, RequestQueue
+from imagine.engine.batcher import next_batch
+from imagine.engine.ports import ManagerPort
+from imagine.errors import GenerationFailed, ServerError
+from imagine.metrics import Metrics
+from imagine.request import GenerationResult
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Drains `queue` through `manager.run_batch(loaded, ...)`, one batch at a time."""
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        loaded: Any,
+        manager: ManagerPort,
+        queue: RequestQueue,
+        metrics: Metrics,
+        max_batch_size: int,
+        max_batch_pixels: int,
+        batch_wait_s: float,
+        on_idle: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.model_id = model_id
+        self.loaded = loaded
+        self._manager = manager
+        self._queue = queue
+        self._metrics = metrics
+        self._max_size = max_batch_size
+        self._max_pixels = max_batch_pixels
+        self._wait_s = batch_wait_s
+        self._on_idle = on_idle
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-worker")
+        self._task: asyncio.Task[None] | None = None
+        self.current: Batch | None = None
+        self.last_used = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """A batch is running, or requests are waiting for this model."""
+        return self.current is not None or len(self._queue) > 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"imagine-worker:{self.model_id}")
+
+    async def stop(self) -> None:
+        """Interrupt the running batch (its requests fail), stop the loop, and wait until the
+        model thread is idle, so the caller may unload the pipeline safely."""
+        if self.current is not None:
+            self.current.interrupt.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await next_batch(
+                self._queue,
+                max_size=self._max_size,
+                max_pixels=self._max_pixels,
+                wait_s=self._wait_s,
+            )
+            self._metrics.queue_depth.labels(model=self.model_id).set(len(self._queue))
+            self.current = batch
+            try:
+                await self._execute(batch)
+            finally:
+                self.current = None
+                self.last_used = time.monotonic()
+            if not self.busy:
+                self._on_idle()
+
+    async def _execute(self, batch: Batch) -> None:
+        live = [p for p in batch.items if p.live]
+        if not live:
+            return
+        batch.items = live
+        requests = [p.request for p in live]
+        started = time.monotonic()
+        for p in live:
+            self._metrics.queue_seconds.labels(model=self.model_id).observe(started - p.enqueued_at)
+        call = self._executor.submit(
+            self._manager.run_batch, self.loaded, requests, interrupt=batch.interrupt.is_set
+        )
+        try:
+            results = await asyncio.wrap_future(call)
+        except asyncio.CancelledError:
+            _fail(live, lambda: GenerationFailed("the server stopped this model while generating"))
+            raise
+        except Exception as exc:  # any pipeline failure becomes a typed error per request
+            self._metrics.batch_failures.labels(model=self.model_id).inc()
+            if batch.interrupt.is_set():
+                return  # every request was cancelled; nobody is waiting for an answer
+            log.exception("batch of %d failed on %s", len(live), self.model_id)
+            _fail(live, _error_factory(exc))
+            return
+        elapsed = time.monotonic() - started
+        self._queue.timer.record(elapsed)
+        if batch.interrupt.is_set():
+            return  # interrupted: outputs are partial; all requests were cancelled
+        problem = _check_outputs(live, results)
+        if problem:
+            log.error("%s on %s", problem, self.model_id)
+            _fail(live, lambda: GenerationFailed(f"internal error: {problem}"))
+            return
+        self._metrics.observe_batch(
+            self.model_id,
+            size=len(live),
+            seconds=elapsed,
+            steps=requests[0].num_inference_steps,
+            timings=results[0].timings,
+        )
+        for p, result in zip(live, results, strict=True):
+            if p.live:
+                result.timings.setdefault("queue", started - p.enqueued_at)
+                p.future.set_result(result)
+
+
+def _check_outputs(batch: list[Pending], results: Any) -> str | None:
+    """One GenerationResult per input, in order; a description of the breach, else None."""
+    if not isinstance(results, list) or len(results) != len(batch):
+        n = len(results) if isinstance(results, list) else type(results).__name__
+        return f"the pipeline returned {n} outputs for {len(batch)} inputs"
+    for p, result in zip(batch, results, strict=True):
+        if not isinstance(result, GenerationResult) or result.request != p.request:
+            return "the pipeline returned outputs that do not match their inputs"
+    return None
+
+
+def _error_factory(exc: Exception) -> Callable[[], Exception]:
+    """A fresh exception per request (one instance raised in many tasks would share tracebacks)."""
+    if isinstance(exc, ServerError) and type(exc) in (GenerationFailed, ServerError):
+        return lambda: type(exc)(exc.message)
+    message = f"generation failed: {type(exc).__name__}: {exc}"[:500]
+    return lambda: GenerationFailed(message)
+
+
+def _fail(batch: list[Pending], make: Callable[[], Exception]) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(make())
