@@ -39,6 +39,12 @@ class FamilySpec:
     # Family-specific extra parameters a request may set: name -> (min, max).
     extras: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     build_call_kwargs: CallKwargsBuilder | None = None
+    # The parameter that must be > 1 for a negative prompt to have any effect: "guidance_scale"
+    # (classic CFG) or an extra such as FLUX's "true_cfg_scale". Validation drops a negative
+    # prompt that would be ignored, so the canonical request says what actually runs.
+    negative_prompt_scale: str = "guidance_scale"
+    # dtype on an accelerator when settings.dtype is "auto" (CPU always runs float32).
+    preferred_dtype: str = "float16"
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call (one generator each)."""

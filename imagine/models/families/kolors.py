@@ -1,0 +1,26 @@
+"""Kolors (KolorsPipeline: SDXL-style UNet with a ChatGLM text encoder, needs sentencepiece).
+Load `Kwai-Kolors/Kolors-diffusers`; the registry maps `Kwai-Kolors/Kolors` to it."""
+
+from __future__ import annotations
+
+from imagine.models.families._common import (
+    EULER_SCHEDULERS,
+    GUIDANCE_RANGE,
+    standard_call_kwargs,
+)
+from imagine.models.spec import FamilySpec
+
+SPEC = FamilySpec(
+    name="kolors",
+    pipeline_classes=("KolorsPipeline",),
+    default_steps=50,
+    default_guidance=5.0,
+    default_width=1024,
+    default_height=1024,
+    size_multiple=8,
+    guidance_range=GUIDANCE_RANGE,
+    schedulers=EULER_SCHEDULERS,
+    default_scheduler="EulerDiscreteScheduler",
+    max_prompt_tokens=256,
+    build_call_kwargs=standard_call_kwargs,
+)

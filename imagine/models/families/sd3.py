@@ -1,0 +1,27 @@
+"""Stable Diffusion 3 (StableDiffusion3Pipeline: MMDiT, 2x CLIP + optional T5, flow matching)."""
+
+from __future__ import annotations
+
+from imagine.models.families._common import (
+    FLOW_OVERRIDES,
+    FLOW_SCHEDULERS,
+    GUIDANCE_RANGE,
+    standard_call_kwargs,
+)
+from imagine.models.spec import FamilySpec
+
+SPEC = FamilySpec(
+    name="sd3",
+    pipeline_classes=("StableDiffusion3Pipeline",),
+    default_steps=28,
+    default_guidance=7.0,
+    default_width=1024,
+    default_height=1024,
+    size_multiple=16,  # VAE factor 8 x patch size 2; the pipeline raises otherwise
+    guidance_range=GUIDANCE_RANGE,
+    schedulers=FLOW_SCHEDULERS,
+    default_scheduler="FlowMatchEulerDiscreteScheduler",
+    scheduler_overrides=FLOW_OVERRIDES,
+    max_prompt_tokens=256,
+    build_call_kwargs=standard_call_kwargs,
+)

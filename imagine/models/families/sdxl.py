@@ -1,0 +1,26 @@
+"""Stable Diffusion XL (StableDiffusionXLPipeline, two CLIP encoders). The LCM-LoRA overrides
+(LCMScheduler, 4 steps, guidance <= 2) are applied per model by the registry."""
+
+from __future__ import annotations
+
+from imagine.models.families._common import (
+    EULER_SCHEDULERS,
+    GUIDANCE_RANGE,
+    standard_call_kwargs,
+)
+from imagine.models.spec import FamilySpec
+
+SPEC = FamilySpec(
+    name="sdxl",
+    pipeline_classes=("StableDiffusionXLPipeline",),
+    default_steps=30,
+    default_guidance=5.0,
+    default_width=1024,
+    default_height=1024,
+    size_multiple=8,
+    guidance_range=GUIDANCE_RANGE,
+    schedulers=EULER_SCHEDULERS,
+    default_scheduler="EulerDiscreteScheduler",
+    max_prompt_tokens=77,
+    build_call_kwargs=standard_call_kwargs,
+)

@@ -1,0 +1,35 @@
+"""The embedded model `imagine/shapes` (weights in imagine/models/builtin/weights/, owned by the
+lead): a pixel-space 32x32 UNet behind a 2x upsampling "VAE", loaded as a StableDiffusionPipeline.
+
+The numbers below are the model's; change them here when the model changes. The registry uses this
+spec as is for the embedded model (no per-folder overrides).
+"""
+
+from __future__ import annotations
+
+from imagine.models.families._common import EULER_SCHEDULERS, standard_call_kwargs
+from imagine.models.spec import FamilySpec
+
+MODEL_ID = "imagine/shapes"
+NATIVE_SIZE = 64  # 32x32 UNet x 2 upsampling
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 5.0
+DEFAULT_SCHEDULER = "DPMSolverMultistepScheduler"
+SIZE_MULTIPLE = 8
+
+SPEC = FamilySpec(
+    name="shapes",
+    # Same pipeline class as "sd": the registry picks this spec by model id, not by class.
+    pipeline_classes=(),
+    default_steps=DEFAULT_STEPS,
+    default_guidance=DEFAULT_GUIDANCE,
+    default_width=NATIVE_SIZE,
+    default_height=NATIVE_SIZE,
+    size_multiple=SIZE_MULTIPLE,
+    guidance_range=(0.0, 20.0),
+    schedulers=EULER_SCHEDULERS,
+    default_scheduler=DEFAULT_SCHEDULER,
+    max_prompt_tokens=77,
+    build_call_kwargs=standard_call_kwargs,
+    preferred_dtype="float32",  # tiny model: half precision buys nothing and risks NaNs
+)
