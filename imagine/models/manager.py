@@ -1,0 +1,304 @@
+"""ModelManager: resolve, load once, run batches, unload. What the engine calls (docs/contracts.md).
+
+Loading runs in a worker thread; concurrent `load()` callers share one load. A failed load leaves
+the model "failed" with its error and the next `load()` tries again. `run_batch` is blocking and
+runs one pipeline call for a batch of compatible requests; per-request scheduler choice is a swap
+of `pipe.scheduler` that is undone after the call, so requests never leak into each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import diffusers
+import torch
+
+from imagine.engine.base import ModelInfo
+from imagine.errors import GenerationFailed, ModelLoadFailed
+from imagine.models.registry import ModelRegistry, ResolvedModel
+from imagine.models.timing import StageClock
+from imagine.request import GenerationRequest, GenerationResult
+from imagine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Before a model's first load, estimate from its size: disk read plus a fixed start-up cost.
+_ASSUMED_BYTES_PER_S = 400e6
+_ASSUMED_OVERHEAD_S = 2.0
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One loaded pipeline. Never run two calls on it at once (run_batch asserts this)."""
+
+    resolved: ResolvedModel
+    pipeline: Any  # a diffusers.DiffusionPipeline
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float
+    base_scheduler: Any
+    schedulers: dict[str, Any] = field(default_factory=dict)  # swapped-in instances, by name
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model_id(self) -> str:
+        return self.resolved.model_id
+
+    @property
+    def spec(self):  # noqa: ANN201 - FamilySpec; kept short for callers
+        return self.resolved.spec
+
+    def scheduler_for(self, name: str) -> Any:
+        """The scheduler instance a request naming `name` runs: the model's own when it is that
+        class (and needs no overrides), else one built from the model's config, cached by name."""
+        overrides = dict(self.resolved.spec.scheduler_overrides.get(name, {}))
+        if type(self.base_scheduler).__name__ == name and not overrides:
+            return self.base_scheduler
+        if name not in self.schedulers:
+            cls = getattr(diffusers, name)
+            self.schedulers[name] = cls.from_config(self.base_scheduler.config, **overrides)
+        return self.schedulers[name]
+
+
+@dataclass
+class _Entry:
+    state: str = "unloaded"  # unloaded | loading | ready | failed
+    loaded: LoadedModel | None = None
+    task: asyncio.Future[LoadedModel] | None = None
+    load_seconds: float | None = None
+    loading_since: float | None = None
+    last_error: str | None = None
+
+
+class ModelManager:
+    """Loads models once and runs batches on them. See docs/contracts.md."""
+
+    def __init__(self, *, settings: Settings, registry: ModelRegistry | None = None) -> None:
+        self._settings = settings
+        self._registry = registry or ModelRegistry(settings=settings)
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    # --- describing ---------------------------------------------------------------------
+
+    def describe(self, model_id: str) -> ModelInfo:
+        """Resolve without loading. Raises ModelNotFound."""
+        resolved = self._registry.resolve(model_id)
+        return ModelInfo(
+            model_id=model_id,
+            spec=resolved.spec,
+            revision=resolved.revision,
+            state=self.state(model_id),
+        )
+
+    def state(self, model_id: str) -> str:
+        """unloaded | loading | ready | failed."""
+        entry = self._entries.get(model_id)
+        return entry.state if entry else "unloaded"
+
+    def estimated_load_time(self, model_id: str) -> float:
+        """Seconds until the model is ready: the measured load time when known (minus the time
+        already spent loading), else an estimate from the size of its weights. 0 when ready."""
+        entry = self._entries.get(model_id)
+        if entry and entry.state == "ready":
+            return 0.0
+        if entry and entry.load_seconds is not None:
+            total = entry.load_seconds
+        else:
+            try:
+                size = self._registry.resolve(model_id).weight_bytes
+            except Exception:
+                size = 0
+            total = _ASSUMED_OVERHEAD_S + size / _ASSUMED_BYTES_PER_S
+        if entry and entry.state == "loading" and entry.loading_since is not None:
+            return max(0.5, total - (time.monotonic() - entry.loading_since))
+        return total
+
+    def health(self) -> dict[str, Any]:
+        """Per-model state, measured load time, device and last error."""
+        out: dict[str, Any] = {}
+        for model_id, entry in list(self._entries.items()):
+            loaded = entry.loaded
+            out[model_id] = {
+                "state": entry.state,
+                "load_time_s": entry.load_seconds,
+                "last_error": entry.last_error,
+                "device": str(loaded.device) if loaded else None,
+                "dtype": str(loaded.dtype).removeprefix("torch.") if loaded else None,
+            }
+        return out
+
+    # --- loading ------------------------------------------------------------------------
+
+    async def load(self, model_id: str) -> LoadedModel:
+        """Load once; concurrent callers share the load. Raises ModelNotFound for an unknown id
+        and ModelLoadFailed (naming the cause) when loading raises; the next call retries."""
+        resolved = self._registry.resolve(model_id)
+        with self._lock:
+            entry = self._entries.setdefault(model_id, _Entry())
+            if entry.state == "ready" and entry.loaded is not None:
+                return entry.loaded
+            if entry.task is None:
+                entry.state, entry.loading_since = "loading", time.monotonic()
+                entry.task = asyncio.ensure_future(asyncio.to_thread(self._load_sync, resolved))
+                entry.task.add_done_callback(lambda t, e=entry: self._settle(e, t))
+            task = entry.task
+        # shield: one caller giving up must not cancel the load the others are waiting on.
+        return await asyncio.shield(task)
+
+    def _settle(self, entry: _Entry, task: asyncio.Future[LoadedModel]) -> None:
+        with self._lock:
+            entry.task = None
+            if task.cancelled():
+                entry.state, entry.last_error = "failed", "load cancelled"
+                return
+            exc = task.exception()
+            if exc is None:
+                entry.loaded = task.result()
+                entry.state, entry.last_error = "ready", None
+                entry.load_seconds = entry.loaded.load_seconds
+            else:
+                entry.state, entry.last_error = "failed", str(exc)
+
+    def _load_sync(self, resolved: ResolvedModel) -> LoadedModel:
+        started = time.monotonic()
+        model_id = resolved.model_id
+        try:
+            if resolved.needs_fetch or resolved.lora_needs_fetch:
+                resolved = self._registry.fetch(resolved)
+            device, dtype = self._placement(resolved)
+            pipe = diffusers.DiffusionPipeline.from_pretrained(str(resolved.path), dtype=dtype)
+            pipe.to(device)
+            if resolved.lora_path is not None:
+                pipe.load_lora_weights(str(resolved.lora_path))
+                pipe.fuse_lora()
+                # Fused into the base weights: drop the adapter layers so each step runs plain.
+                pipe.unload_lora_weights()
+            pipe.set_progress_bar_config(disable=True)
+        except Exception as exc:
+            log.exception("loading %s failed", model_id)
+            raise ModelLoadFailed(
+                f"Model {model_id} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+        seconds = time.monotonic() - started
+        log.info("loaded %s on %s/%s in %.2fs", model_id, device, dtype, seconds)
+        return LoadedModel(
+            resolved=resolved,
+            pipeline=pipe,
+            device=device,
+            dtype=dtype,
+            load_seconds=seconds,
+            base_scheduler=pipe.scheduler,
+        )
+
+    def _placement(self, resolved: ResolvedModel) -> tuple[torch.device, torch.dtype]:
+        """settings.device/dtype; "auto" = CUDA with the family's dtype when present, else CPU
+        float32 (half precision on CPU is slow or unsupported for several ops)."""
+        s = self._settings
+        if s.device == "auto":
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            device = torch.device(s.device)
+        if s.dtype != "auto":
+            return device, getattr(torch, s.dtype)
+        if device.type == "cpu":
+            return device, torch.float32
+        return device, getattr(torch, resolved.spec.preferred_dtype)
+
+    def unload(self, model_id: str) -> None:
+        """Drop the pipeline and free its memory. A no-op for a model that is not loaded."""
+        with self._lock:
+            entry = self._entries.get(model_id)
+            if entry is None or entry.loaded is None:
+                return
+            loaded, entry.loaded, entry.state = entry.loaded, None, "unloaded"
+        with loaded.busy:  # wait for a running call to finish before dropping its weights
+            loaded.pipeline = None
+            loaded.schedulers.clear()
+        del loaded
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # --- generating ---------------------------------------------------------------------
+
+    def run_batch(
+        self,
+        model: LoadedModel,
+        requests: Sequence[GenerationRequest],
+        *,
+        interrupt: Callable[[], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Run one pipeline call for `requests` (all with the same spec.batch_key). BLOCKING.
+
+        One CPU generator per request, seeded with request.seed, so each image is what it would
+        be alone. `interrupt` is polled after every denoising step; when it returns True the
+        pipeline stops denoising (it still decodes) and the caller discards the results.
+        Raises GenerationFailed when the pipeline raises; ValueError for a mixed batch (a bug).
+        """
+        spec = model.resolved.spec
+        if not requests:
+            return []
+        if len({spec.batch_key(r) for r in requests}) != 1:
+            raise ValueError("run_batch needs requests that share one batch_key")
+        if spec.build_call_kwargs is None:
+            raise GenerationFailed(f"family {spec.name} has no call builder")
+        if not model.busy.acquire(blocking=False):
+            raise RuntimeError(f"{model.model_id}: a call is already running on this pipeline")
+        try:
+            pipe = model.pipeline
+            if pipe is None:
+                raise GenerationFailed(f"Model {model.model_id} was unloaded")
+            return self._call(model, pipe, requests, interrupt)
+        finally:
+            model.busy.release()
+
+    def _call(
+        self,
+        model: LoadedModel,
+        pipe: Any,
+        requests: Sequence[GenerationRequest],
+        interrupt: Callable[[], bool] | None,
+    ) -> list[GenerationResult]:
+        spec = model.resolved.spec
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+        assert spec.build_call_kwargs is not None
+        kwargs = spec.build_call_kwargs(requests, generators)
+        clock = StageClock(pipe)
+
+        def on_step_end(p: Any, step: int, timestep: Any, cb_kwargs: dict[str, Any]) -> dict:
+            clock.step_done()
+            if interrupt is not None and interrupt():
+                p._interrupt = True  # diffusers skips the remaining steps, then decodes
+            return cb_kwargs
+
+        try:
+            pipe.scheduler = model.scheduler_for(requests[0].scheduler)
+            with clock:
+                output = pipe(**kwargs, callback_on_step_end=on_step_end)
+        except Exception as exc:
+            # After validation, anything the pipeline raises (ValueError included) is our bug
+            # or the model's, never the client's: a 500, and a fix to the validator.
+            log.exception("generation failed on %s", model.model_id)
+            raise GenerationFailed(
+                f"Generation failed on {model.model_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            pipe.scheduler = model.base_scheduler
+        images = list(output.images)
+        if len(images) != len(requests):
+            raise GenerationFailed(
+                f"{model.model_id} returned {len(images)} images for {len(requests)} requests"
+            )
+        timings = clock.timings()
+        return [
+            GenerationResult(request=r, image=img, timings=dict(timings))
+            for r, img in zip(requests, images, strict=True)
+        ]
