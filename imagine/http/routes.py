@@ -61,7 +61,7 @@ def _clean_model_id(model_id: str) -> str:
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     state = _state(request)
-    return {"status": "ok", "auth": state.auth.enabled, "models": state.engine.health()}
+    return {"status": "ok", "auth": state.auth.enabled, "engine": state.engine.health()}
 
 
 @router.get("/models/{model_id:path}/info")
