@@ -124,7 +124,8 @@ def build_request(
     if width * height > settings.max_pixels:
         raise InvalidRequest(
             f"width x height = {width}x{height} = {width * height} pixels; the limit is "
-            f"{settings.max_pixels} pixels",
+            f"{settings.max_pixels} pixels"
+            + ("" if "width" in params or "height" in params else " (the model's default size)"),
             field="width",
         )
 
