@@ -116,7 +116,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     install_log_redaction()
     engine = build_engine(settings)
-    app = create_app(settings, engine, build_cache(settings))
+    app = create_app(
+        settings, engine, build_cache(settings, metrics=getattr(engine, "metrics", None))
+    )
     auth_on = bool(settings.all_token_hashes())
     print(f"imagine {__version__} listening on http://{_url_host(settings.host)}:{settings.port}")
     print(f"  default model: {settings.default_model}; preloading: {', '.join(settings.preload)}")
@@ -148,18 +150,12 @@ def build_engine(settings: Settings) -> Any:
     return Engine(settings=settings, manager=ModelManager(settings=settings))
 
 
-def build_cache(settings: Settings) -> Any:
-    """The configured result cache, or None for `cache_backend = "none"`."""
-    import imagine.cache as cache_pkg
+def build_cache(settings: Settings, *, metrics: Any = None) -> Any:
+    """The configured result cache (None for `cache_backend = "none"`), counting hits and
+    misses in `metrics` (the engine's) when given."""
+    from imagine.cache import create_cache
 
-    factory = getattr(cache_pkg, "create_cache", None)
-    if factory is not None:
-        return factory(settings)
-    if settings.cache_backend == "none":
-        return None
-    if settings.cache_backend == "redis":
-        raise SystemExit("imagine: the redis cache backend is not available in this build")
-    return cache_pkg.MemoryCache(max_bytes=settings.cache_max_bytes, ttl_s=settings.cache_ttl_s)
+    return create_cache(settings, metrics=metrics)
 
 
 def _generate(args: argparse.Namespace) -> int:
