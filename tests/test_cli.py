@@ -111,3 +111,26 @@ def test_builtin_tools_dispatch(monkeypatch: pytest.MonkeyPatch, command: str, m
     monkeypatch.setitem(sys.modules, module, fake)
     assert cli.main([command, "--steps", "3", "x"]) == 0
     assert seen == [["--steps", "3", "x"]]
+
+
+@pytest.mark.slow
+def test_generate_with_the_real_manager(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_model_root: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("IMAGINE_MODEL_DIRS", f'["{tiny_model_root}"]')
+    monkeypatch.setenv("IMAGINE_DEVICE", "cpu")
+    monkeypatch.setenv("IMAGINE_ALLOW_DOWNLOADS", "false")
+    out = tmp_path / "sd.png"
+    argv = ["generate", "a red cube", "-o", str(out), "--model", "tiny/sd", "--seed", "3"]
+    argv += ["--steps", "2", "--width", "64", "--height", "64"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "2/2" in captured.err  # the progress bar went over both steps
+    params = read_parameters(out.read_bytes())
+    assert params is not None and params["model_id"] == "tiny/sd" and params["seed"] == 3
+    again = tmp_path / "again.png"
+    assert cli.main([*argv[:3], str(again), *argv[4:]]) == 0
+    assert Image.open(again).tobytes() == Image.open(out).tobytes()

@@ -97,3 +97,28 @@ def test_real_validation_errors(base_url: str) -> None:
     assert missing.status_code == 404 and list(missing.json()) == ["error"]
     info = httpx.get(f"{url}/info", timeout=60).json()
     assert info["family"] == "sd" and "EulerDiscreteScheduler" in info["schedulers"]
+
+
+def test_js_client_on_the_real_model(base_url: str, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.http.test_live_js import JS_DIR, run_js
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    if not (JS_DIR / "node_modules" / "@huggingface" / "inference").is_dir():
+        pytest.fail("tests/js/node_modules missing: run `bash scripts/test-deps.sh`")
+    out = tmp_path / "js.png"
+    result = run_js(
+        f"{base_url}/models/{MODEL}",
+        out,
+        {"inputs": "a red cube", "parameters": {**SMALL, "seed": 1}},
+    )
+    assert result["ok"], result
+    reference = httpx.post(
+        f"{base_url}/models/{MODEL}",
+        json={"inputs": "a red cube", "parameters": {**SMALL, "seed": 1}},
+        headers={"x-wait-for-model": "true"},
+        timeout=300,
+    )
+    assert Image.open(out).tobytes() == Image.open(io.BytesIO(reference.content)).tobytes()
