@@ -21,6 +21,9 @@ def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     # Random tiny weights produce denormals; flushing them makes CPU runs 10-30x faster.
     torch.set_flush_denormal(True)
+    # Tiny ops gain nothing from a second thread, and on a busy 2-core machine OpenMP threads
+    # waiting on each other make runs many times slower.
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_models")
     build_tiny_models(root)
     return root
