@@ -96,14 +96,22 @@ async def test_idle_models_are_evicted_least_recently_used_first(
     await engine.generate(make_request(0, model_id="b"), client_id="x", wait_for_model=True)
 
 
-async def test_request_timeout_in_queue_is_overloaded(make_engine: EngineFactory) -> None:
-    engine, fake = make_engine(FakeManager(hold_batches=True), request_timeout_s=0.05)
-    running = submit(engine, make_request(0, steps=9), client="r")
-    await fake.started.get()
-    with pytest.raises(Overloaded, match="request_timeout_s"):
+async def test_request_timeout_while_queued_is_overloaded(make_engine: EngineFactory) -> None:
+    engine, fake = make_engine(FakeManager(hold_loads=True), request_timeout_s=0.05)
+    with pytest.raises(Overloaded, match="request_timeout_s") as info:
         await engine.generate(make_request(1), client_id="q", wait_for_model=True)
+    assert info.value.retry_after >= 1
+    assert engine.health()["models"]["m"]["queued"] == 0
+    fake.release_load()
+
+
+async def test_request_timeout_while_running_fails_and_interrupts(
+    make_engine: EngineFactory,
+) -> None:
+    engine, fake = make_engine(FakeManager(hold_batches=True), request_timeout_s=0.05)
     with pytest.raises(GenerationFailed, match="request_timeout_s"):
-        await running
+        await engine.generate(make_request(0), client_id="r", wait_for_model=True)
+    assert fake.calls[0].requests[0].seed == 0
     fake.release_batch()
 
 
