@@ -22,7 +22,9 @@ import torch
 
 from imagine.engine.base import ModelInfo
 from imagine.errors import GenerationFailed, ModelLoadFailed
+from imagine.models import folders
 from imagine.models.registry import ModelRegistry, ResolvedModel
+from imagine.models.spec import FamilySpec
 from imagine.models.timing import StageClock
 from imagine.request import GenerationRequest, GenerationResult
 from imagine.settings import Settings
@@ -52,7 +54,7 @@ class LoadedModel:
         return self.resolved.model_id
 
     @property
-    def spec(self):  # noqa: ANN201 - FamilySpec; kept short for callers
+    def spec(self) -> FamilySpec:
         return self.resolved.spec
 
     def scheduler_for(self, name: str) -> Any:
@@ -174,10 +176,15 @@ class ModelManager:
             if resolved.needs_fetch or resolved.lora_needs_fetch:
                 resolved = self._registry.fetch(resolved)
             device, dtype = self._placement(resolved)
-            pipe = diffusers.DiffusionPipeline.from_pretrained(str(resolved.path), dtype=dtype)
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                str(resolved.path), dtype=dtype, variant=folders.weights_variant(resolved.path)
+            )
             pipe.to(device)
             if resolved.lora_path is not None:
-                pipe.load_lora_weights(str(resolved.lora_path))
+                pipe.load_lora_weights(
+                    str(resolved.lora_path),
+                    weight_name=folders.lora_weight_name(resolved.lora_path),
+                )
                 pipe.fuse_lora()
                 # Fused into the base weights: drop the adapter layers so each step runs plain.
                 pipe.unload_lora_weights()

@@ -17,19 +17,18 @@ base comes from the card's `base_model` (or BASE_FALLBACK) and resolves through 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import huggingface_hub
-from huggingface_hub.repocard import metadata_load
 
 from imagine.errors import ModelNotFound
+from imagine.models import folders
 from imagine.models.families import family_for_pipeline_class, supported_pipeline_classes
 from imagine.models.families import shapes as shapes_family
 from imagine.models.spec import FamilySpec
@@ -38,7 +37,7 @@ from imagine.settings import Settings
 log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).parent / "builtin" / "weights"
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+LORA_WEIGHTS = folders.LORA_WEIGHTS
 
 # Ids whose repo is not the diffusers layout, mapped to the one that is.
 ALIASES: dict[str, str] = {"Kwai-Kolors/Kolors": "Kwai-Kolors/Kolors-diffusers"}
@@ -48,12 +47,11 @@ BASE_FALLBACK: dict[str, str] = {
     "latent-consistency/lcm-lora-sdv1-5": "runwayml/stable-diffusion-v1-5",
     "latent-consistency/lcm-lora-ssd-1b": "segmind/SSD-1B",
 }
-# What a diffusers pipeline folder needs: configs, tokenizers, safetensors weights of components.
-# No root-level files beyond the index and card (single-file checkpoints are many GB).
-PIPELINE_PATTERNS = ["model_index.json", "README.md", "*/*.json", "*/*.txt", "*/*.model"]
-PIPELINE_PATTERNS += ["*/*.safetensors"]
-LORA_PATTERNS = ["README.md", "*.json", LORA_WEIGHTS]
+LORA_PATTERNS = ["README.md", "*.json", "*.safetensors"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# A Hub miss is remembered this long, so clients retrying an unknown id do not each cost a
+# round trip to the Hub.
+HUB_MISS_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +90,7 @@ class ModelRegistry:
         )
         self._cache: dict[str, ResolvedModel] = {}
         self._lock = threading.Lock()
+        self._hub_misses: dict[str, float] = {}  # repo id -> monotonic time of the miss
 
     def resolve(self, model_id: str) -> ResolvedModel:
         """Resolve `model_id`. Raises ModelNotFound naming where it looked."""
@@ -109,7 +108,9 @@ class ModelRegistry:
         Returns the complete ResolvedModel. Raises whatever huggingface_hub raises."""
         path, lora = resolved.path, resolved.lora_path
         if resolved.needs_fetch and resolved.repo_id:
-            path = Path(self._download(resolved.repo_id, PIPELINE_PATTERNS))
+            # One set of weights per component (see folders.pipeline_files), not every format.
+            files = huggingface_hub.HfApi().list_repo_files(resolved.repo_id)
+            path = Path(self._download(resolved.repo_id, folders.pipeline_files(files)))
         if resolved.lora_needs_fetch and resolved.lora_repo_id:
             lora = Path(self._download(resolved.lora_repo_id, LORA_PATTERNS))
         done = dataclasses.replace(
@@ -133,19 +134,23 @@ class ModelRegistry:
         looked: list[str] = []
         for folder in self._model_dir_candidates(repo_id):
             looked.append(str(folder))
-            if _is_model_folder(folder):
+            if folders.is_model_folder(folder):
                 return self._from_folder(model_id, folder, "model_dir", allow_lora=allow_lora)
         as_path = Path(model_id).expanduser()
         looked.append(f"path {as_path}")
-        if _is_model_folder(as_path):
+        if folders.is_model_folder(as_path):
             return self._from_folder(model_id, as_path.resolve(), "path", allow_lora=allow_lora)
         if _REPO_ID.match(repo_id):
             looked.append("the Hugging Face cache")
             cached = self._from_hf_cache(repo_id)
-            if cached is not None and _is_model_folder(cached):
-                return self._from_folder(
+            if cached is not None and folders.is_model_folder(cached):
+                resolved = self._from_folder(
                     model_id, cached, "hf_cache", allow_lora=allow_lora, repo_id=repo_id
                 )
+                if resolved.lora_path is not None or folders.is_complete(cached):
+                    return resolved
+                if self._settings.allow_downloads:  # a partial snapshot: fetch the rest at load
+                    return dataclasses.replace(resolved, needs_fetch=True)
             if self._settings.allow_downloads and not huggingface_hub.constants.HF_HUB_OFFLINE:
                 looked.append("the Hugging Face Hub")
                 hub = self._from_hub(model_id, repo_id, allow_lora=allow_lora)
@@ -177,15 +182,19 @@ class ModelRegistry:
 
     def _from_hub(self, model_id: str, repo_id: str, *, allow_lora: bool) -> ResolvedModel | None:
         """Fetch only the small files that say what the repo is; weights wait for fetch()."""
+        missed = self._hub_misses.get(repo_id)
+        if missed is not None and time.monotonic() - missed < HUB_MISS_TTL_S:
+            return None
         try:
             folder = Path(self._download(repo_id, ["model_index.json", "README.md"]))
         except Exception as exc:
             log.info("hub lookup of %s failed: %s", repo_id, exc)
+            self._hub_misses[repo_id] = time.monotonic()
             return None
         if (folder / "model_index.json").is_file():
             resolved = self._from_folder(model_id, folder, "hub", allow_lora=False, repo_id=repo_id)
             return dataclasses.replace(resolved, needs_fetch=True)
-        if allow_lora and _card_says_lora(folder):
+        if allow_lora and folders.card_says_lora(folder):
             resolved = self._lora(model_id, folder, "hub", repo_id)
             return dataclasses.replace(resolved, lora_needs_fetch=True, lora_repo_id=repo_id)
         return None
@@ -225,20 +234,20 @@ class ModelRegistry:
                     f"Model {model_id} is a {pipeline_class}, which this server does not serve "
                     f"(supported: {', '.join(supported_pipeline_classes())})"
                 )
-            spec = _with_folder_overrides(family, folder)
+            spec = folders.with_folder_overrides(family, folder)
         return ResolvedModel(
             model_id=model_id,
             path=folder,
             spec=spec,
-            revision=_revision(folder, source),
+            revision=folders.revision(folder, source),
             source=source,
             pipeline_class=pipeline_class,
             repo_id=repo_id,
         )
 
     def _lora(self, model_id: str, folder: Path, source: str, repo_id: str | None) -> ResolvedModel:
-        card = _card(folder)
-        base_id = _base_model(card) or BASE_FALLBACK.get(repo_id or model_id)
+        card = folders.card(folder)
+        base_id = folders.base_model(card) or BASE_FALLBACK.get(repo_id or model_id)
         if not base_id:
             raise ModelNotFound(
                 f"Model {model_id} is a LoRA whose card names no base_model; add `base_model:` "
@@ -246,7 +255,7 @@ class ModelRegistry:
             )
         base = self._resolve(base_id, allow_lora=False)
         spec = base.spec
-        if _is_lcm(model_id, card, folder):
+        if folders.is_lcm(model_id, card, folder):
             spec = dataclasses.replace(
                 spec,
                 default_scheduler="LCMScheduler",
@@ -255,7 +264,7 @@ class ModelRegistry:
                 guidance_range=(0.0, 2.0),
                 schedulers=tuple(dict.fromkeys((*spec.schedulers, "LCMScheduler"))),
             )
-        lora_rev = _revision(folder, source)
+        lora_rev = folders.revision(folder, source)
         return dataclasses.replace(
             base,
             model_id=model_id,
@@ -264,95 +273,3 @@ class ModelRegistry:
             lora_path=folder,
             lora_repo_id=repo_id,
         )
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _is_model_folder(path: Path) -> bool:
-    try:
-        return path.is_dir() and (
-            (path / "model_index.json").is_file()
-            or (path / LORA_WEIGHTS).is_file()
-            or _card_says_lora(path)
-        )
-    except OSError:
-        return False
-
-
-def _card(folder: Path) -> dict[str, Any]:
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return {}
-    try:
-        return metadata_load(readme) or {}
-    except Exception:  # a malformed card is just a card without metadata
-        return {}
-
-
-def _tags(card: dict[str, Any]) -> list[str]:
-    tags = card.get("tags") or []
-    return [str(t).lower() for t in (tags if isinstance(tags, list) else [tags])]
-
-
-def _card_says_lora(folder: Path) -> bool:
-    return "lora" in _tags(_card(folder))
-
-
-def _base_model(card: dict[str, Any]) -> str | None:
-    base = card.get("base_model")
-    if isinstance(base, list):
-        base = base[0] if base else None
-    return str(base) if base else None
-
-
-def _is_lcm(model_id: str, card: dict[str, Any], folder: Path) -> bool:
-    if "lcm" in model_id.lower() or "lcm" in _tags(card):
-        return True
-    readme = folder / "README.md"
-    text = readme.read_text(errors="replace").lower() if readme.is_file() else ""
-    return "latent consistency" in text or "lcm-lora" in text
-
-
-def _with_folder_overrides(spec: FamilySpec, folder: Path) -> FamilySpec:
-    """The model's own native size and (when allowed) its own scheduler as the defaults."""
-    changes: dict[str, Any] = {}
-    size = _native_size(folder)
-    if size:
-        changes.update(default_width=size, default_height=size)
-    sched = _read_json(folder / "scheduler" / "scheduler_config.json").get("_class_name")
-    if sched in spec.schedulers:
-        changes["default_scheduler"] = sched
-    return dataclasses.replace(spec, **changes) if changes else spec
-
-
-def _native_size(folder: Path) -> int | None:
-    """sample_size of the denoiser x the VAE's downscale factor, when both are known."""
-    denoiser = _read_json(folder / "unet" / "config.json") or _read_json(
-        folder / "transformer" / "config.json"
-    )
-    blocks = _read_json(folder / "vae" / "config.json").get("block_out_channels")
-    sample = denoiser.get("sample_size")
-    if isinstance(sample, list):
-        sample = sample[0]
-    if not isinstance(sample, int) or not blocks:
-        return None
-    return sample * 2 ** (len(blocks) - 1)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _revision(folder: Path, source: str) -> str:
-    """Hub snapshots are named by commit; local folders get a hash of names, sizes and mtimes."""
-    if source in ("hf_cache", "hub") and folder.parent.name == "snapshots":
-        return folder.name
-    digest = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        st = f.stat()
-        digest.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]

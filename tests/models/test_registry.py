@@ -153,3 +153,32 @@ def test_revision_changes_when_weights_change(tmp_path: Path) -> None:
     (folder / "unet").mkdir()
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"0" * 10)
     assert registry(tmp_path).resolve("org/m").revision != before
+
+
+def test_hub_lookup_fetches_only_the_index_and_remembers_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No network here: stand in for the Hub transfer only (the lookup logic is what is tested).
+    monkeypatch.setattr(registry_module.huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    reg = registry(hf_cache=tmp_path / "hub", downloads=True)
+    asked: list[tuple[str, list[str]]] = []
+
+    def download(repo_id: str, patterns: list[str]) -> str:
+        asked.append((repo_id, patterns))
+        if repo_id != "org/remote":
+            raise OSError("404")
+        snap = tmp_path / "snapshots" / ("a" * 40)
+        if not snap.exists():
+            pipeline_folder(snap, "FluxPipeline")
+        return str(snap)
+
+    monkeypatch.setattr(reg, "_download", download)
+    resolved = reg.resolve("org/remote")
+    assert resolved.needs_fetch and resolved.source == "hub" and resolved.spec.name == "flux"
+    assert resolved.revision == "a" * 40
+    assert asked == [("org/remote", ["model_index.json", "README.md"])]
+
+    for _ in range(3):
+        with pytest.raises(ModelNotFound, match="Hugging Face Hub"):
+            reg.resolve("org/missing")
+    assert [a for a, _ in asked].count("org/missing") == 1
