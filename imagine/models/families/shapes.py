@@ -29,7 +29,7 @@ SPEC = FamilySpec(
     guidance_range=(0.0, 20.0),
     schedulers=EULER_SCHEDULERS,
     default_scheduler=DEFAULT_SCHEDULER,
-    max_prompt_tokens=77,
+    max_prompt_tokens=24,  # the tokenizer's model_max_length (build.MAX_TOKENS)
     build_call_kwargs=standard_call_kwargs,
     preferred_dtype="float32",  # tiny model: half precision buys nothing and risks NaNs
 )
