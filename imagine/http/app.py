@@ -1,5 +1,5 @@
 """Composition only: settings + engine + cache → a FastAPI app (routes, error table, request
-ids, lifespan). Threads, queues and auth live elsewhere."""
+ids, lifespan, the engine's metrics). Threads, queues and auth live elsewhere."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from imagine import __version__
 from imagine.auth import TokenAuth
+from imagine.http import monitoring
 from imagine.http.errors import install_error_handlers
 from imagine.http.request_id import RequestIdMiddleware
 from imagine.http.routes import router
@@ -32,14 +33,16 @@ def create_app(
     build_request: BuildRequest = default_build_request,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the engine (preloading in the background) and closes
-    the engine and the cache on shutdown. `build_request` defaults to
-    `imagine.validation.build_request`; tests may pass a stand-in."""
+    the engine and the cache on shutdown. `/metrics` serves `engine.metrics` when the engine
+    has one (build the cache with the same Metrics to count its hits and misses).
+    `build_request` defaults to `imagine.validation.build_request`; tests may pass a stand-in."""
     state = ServerState(
         settings=settings,
         engine=engine,
         cache=cache,
         auth=TokenAuth.from_settings(settings),
         build_request=build_request,
+        metrics=getattr(engine, "metrics", None),
     )
 
     @asynccontextmanager
@@ -57,5 +60,6 @@ def create_app(
     app.state.imagine = state
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    app.include_router(monitoring.router)
     app.include_router(router)
     return app

@@ -6,10 +6,12 @@
     POST /pipeline/text-to-image/{model_id}
     GET  on each of those                         small JSON status of the model
     GET  /models/{model_id}/info                  defaults, limits, schedulers of the model
-    GET  /health                                  liveness + per-model state (no auth)
+
+(`/health` and `/metrics` are in `monitoring`.)
 
 One POST: auth → parse body → negotiate format → describe + validate (worker thread) → cache
 get → engine.generate (cancelled when the client goes away) → encode (worker thread) → cache put.
+Every POST's outcome (its status code) is counted in the engine's metrics, when it has them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -26,6 +29,7 @@ from fastapi.responses import JSONResponse
 from imagine import imaging
 from imagine.errors import ImagineError, ModelNotFound
 from imagine.http.errors import error_response, internal_error_response
+from imagine.http.monitoring import record_request
 from imagine.http.state import ServerState
 from imagine.protocols.hf import negotiate_format, parse_body, parse_bool_header
 from imagine.request import GenerationRequest, GenerationResult, OutputFormat
@@ -56,12 +60,6 @@ def _clean_model_id(model_id: str) -> str:
     if not model_id:
         raise ModelNotFound("no model id in the path: use /models/<owner>/<name>")
     return model_id
-
-
-@router.get("/health")
-async def health(request: Request) -> dict[str, Any]:
-    state = _state(request)
-    return {"status": "ok", "auth": state.auth.enabled, "engine": state.engine.health()}
 
 
 @router.get("/models/{model_id:path}/info")
@@ -118,18 +116,30 @@ async def _status(request: Request, model_id: str) -> JSONResponse:
     )
 
 
+@dataclass(slots=True)
+class _Resolved:
+    """The model id once the engine has resolved it (the metrics label), else None."""
+
+    model_id: str | None = None
+
+
 async def _generate(request: Request, model_id: str) -> Response:
     state = _state(request)
     request_id: str = getattr(request.state, "request_id", "")
+    resolved = _Resolved()
     try:
-        return await _generate_or_raise(request, state, model_id)
+        response = await _generate_or_raise(request, state, model_id, resolved)
     except ImagineError as exc:
-        return error_response(exc)
+        response = error_response(exc)
     except Exception as exc:  # a bug somewhere below: 500 without the traceback
-        return internal_error_response(exc, request_id)
+        response = internal_error_response(exc, request_id)
+    record_request(state, resolved.model_id, response.status_code)
+    return response
 
 
-async def _generate_or_raise(request: Request, state: ServerState, model_id: str) -> Response:
+async def _generate_or_raise(
+    request: Request, state: ServerState, model_id: str, resolved: _Resolved
+) -> Response:
     client_id = _client_id(request, state)
     model_id = _clean_model_id(model_id)
     wire = parse_body(await request.body(), request.headers.get("content-type"))
@@ -138,7 +148,7 @@ async def _generate_or_raise(request: Request, state: ServerState, model_id: str
     wait = _flag(request, "x-wait-for-model", wire.wait_for_model, default=False)
     started = time.perf_counter()
     gen = await anyio.to_thread.run_sync(
-        _build_request, state, model_id, wire.prompt, wire.parameters, fmt
+        _build_request, state, model_id, wire.prompt, wire.parameters, fmt, resolved
     )
     key = gen.cache_key()
     if state.cache is not None and use_cache:
@@ -172,9 +182,11 @@ def _build_request(
     prompt: str,
     parameters: dict[str, Any],
     fmt: OutputFormat,
+    resolved: _Resolved,
 ) -> GenerationRequest:
     """Describe (may touch disk) and validate, in a worker thread."""
     info = state.engine.describe(model_id)
+    resolved.model_id = info.model_id
     return state.build_request(
         model_id=model_id,
         prompt=prompt,

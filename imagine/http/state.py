@@ -13,6 +13,7 @@ from imagine.settings import Settings
 if TYPE_CHECKING:  # these import torch (through the family spec); the HTTP layer must not
     from imagine.cache.base import ResultCache
     from imagine.engine.base import Engine, ModelInfo
+    from imagine.metrics import Metrics
     from imagine.request import GenerationRequest
 
 # imagine.validation.build_request's signature (keyword-only):
@@ -63,3 +64,4 @@ class ServerState:
     auth: TokenAuth
     build_request: BuildRequest = default_build_request
     compute_type: str = field(default="cpu")
+    metrics: Metrics | None = None  # the engine's, when it keeps them (served at /metrics)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from imagine.engine.base import ModelInfo
 from imagine.errors import InvalidRequest, ModelNotFound
+from imagine.metrics import Metrics
 from imagine.models.spec import FamilySpec
 from imagine.request import GenerationRequest, GenerationResult
 from imagine.settings import Settings
@@ -40,7 +41,8 @@ class Call:
 @dataclass
 class FakeEngine:
     """Implements imagine.engine.base.Engine. Set `error` to make generate raise it; set `gate`
-    to hold generate until the event is set. Images are a pure function of the request seed."""
+    to hold generate until the event is set; set `metrics` to serve /metrics (like the real
+    engine). Images are a pure function of the request seed."""
 
     models: tuple[str, ...] = ("org/model", "imagine/shapes")
     state: str = "ready"
@@ -50,6 +52,7 @@ class FakeEngine:
     cancelled: int = 0
     started: bool = False
     closed: bool = False
+    metrics: Metrics | None = None
 
     async def start(self) -> None:
         self.started = True
@@ -80,7 +83,8 @@ class FakeEngine:
         return GenerationResult(request=request, image=image, timings={"total": 0.001})
 
     def health(self) -> dict[str, Any]:
-        return {m: self.state for m in self.models}
+        """The real engine's shape (trimmed): per-model state under `models`."""
+        return {"models": {m: {"state": self.state} for m in self.models}}
 
 
 def fake_build_request(

@@ -16,6 +16,7 @@ from imagine.errors import (
     Overloaded,
 )
 from imagine.http.app import create_app
+from imagine.metrics import Metrics
 from imagine.settings import Settings, hash_token
 from tests.http.fakes import FakeEngine, fake_build_request
 
@@ -146,6 +147,7 @@ async def test_500_without_traceback(
 async def test_client_disconnect_cancels_generation(engine: FakeEngine) -> None:
     """Drive the ASGI app by hand: the body, then the peer goes away while generating."""
     engine.gate = asyncio.Event()
+    engine.metrics = Metrics()
     app = create_app(Settings(), engine, build_request=fake_build_request)
     generating = asyncio.Event()
     original = engine.generate
@@ -184,3 +186,5 @@ async def test_client_disconnect_cancels_generation(engine: FakeEngine) -> None:
     }
     await app(scope, receive, send)
     assert engine.cancelled == 1
+    counted = {"model": "org/model", "status": "499"}
+    assert engine.metrics.registry.get_sample_value("imagine_requests_total", counted) == 1.0
