@@ -11,7 +11,8 @@ from imagine.request import GenerationRequest, GenerationResult
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What validation and `GET /models/{id}/info` need to know about a model, without loading it."""
+    """What validation and `GET /models/{id}/info` need to know about a model, without loading
+    it."""
 
     model_id: str
     spec: FamilySpec  # the family spec with this model's overrides applied (e.g. LCM-LoRA defaults)
