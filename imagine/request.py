@@ -58,5 +58,6 @@ class GenerationResult:
 
     request: GenerationRequest
     image: Image.Image
-    # Seconds per stage, e.g. {"queue": .., "text_encoding": .., "denoising": .., "decoding": .., "total": ..}
+    # Seconds per stage, e.g.
+    # {"queue": .., "text_encoding": .., "denoising": .., "decoding": .., "total": ..}
     timings: dict[str, float] = field(default_factory=dict)

@@ -15,7 +15,8 @@ DEFAULT_MODEL = "imagine/shapes"
 
 
 def hash_token(token: str) -> str:
-    """Tokens are kept only as SHA-256 hex digests; requests are hashed and compared in constant time."""
+    """Tokens are kept only as SHA-256 hex digests; requests are hashed and compared in constant
+    time."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
