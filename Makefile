@@ -24,7 +24,7 @@ test: setup
 	bash scripts/test-deps.sh
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 format: setup
 	$(BIN)/ruff format .
