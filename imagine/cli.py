@@ -6,6 +6,8 @@
                   [--width W] [--height H] [--scheduler NAME] [--negative-prompt TEXT]
     imagine train-builtin [...]   imagine eval-builtin [...]   (the embedded model's tools)
 
+`generate` accepts a folder path as --model (its user is local: it sets allow_path_model_ids);
+`serve` does not, except for the ids it is told to preload (see docs/models.md).
 The engine, the model manager and torch are imported only by the subcommands that need them.
 """
 
@@ -51,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate one image without a server")
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", type=Path, required=True, help=".png, .jpg or .webp")
-    gen.add_argument("--model", metavar="ID", help="model id (default: the default model)")
+    gen.add_argument(
+        "--model", metavar="ID", help="model id or folder path (default: the default model)"
+    )
     gen.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     gen.add_argument("--steps", type=int, dest="num_inference_steps")
     gen.add_argument("--guidance", type=float, dest="guidance_scale")
@@ -166,7 +170,7 @@ def _generate(args: argparse.Namespace) -> int:
     if fmt is None:
         print(f"imagine: output must end in {', '.join(_FORMATS)}", file=sys.stderr)
         return 2
-    settings = Settings.load(args.config)
+    settings = _generate_settings(args)
     model_id = args.model or settings.default_model
     keys = ("num_inference_steps", "guidance_scale", "seed", "width", "height", "scheduler")
     parameters = {k: getattr(args, k) for k in (*keys, "negative_prompt")}
@@ -179,6 +183,11 @@ def _generate(args: argparse.Namespace) -> int:
     args.output.write_bytes(imaging.encode(image, fmt, request.parameters()))  # type: ignore[arg-type]
     print(f"wrote {args.output} ({request.width}x{request.height}, seed {request.seed})")
     return 0
+
+
+def _generate_settings(args: argparse.Namespace) -> Settings:
+    # A local user may name any folder they can read: path ids are on for `generate`.
+    return Settings.load(args.config, allow_path_model_ids=True)
 
 
 def _generate_image(

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     memory_budget_bytes: int = 0  # 0 = no budget (never evict)
     allow_downloads: bool = True  # False = resolve from local folders and the HF cache only
+    # Model ids that are filesystem paths ("/srv/m", "./m", "~/m", "../m", or a folder relative
+    # to the working directory): off, so HTTP clients cannot make the server load any folder it
+    # can read. Ids named in `preload` or `default_model` are the operator's and always allowed;
+    # `imagine generate` turns this on (its user is local). See docs/models.md.
+    allow_path_model_ids: bool = False
 
     # --- request limits
     max_pixels: int = 1024 * 1024

@@ -44,6 +44,13 @@ def test_serve_settings_from_flags(tmp_path: Path) -> None:
     assert settings.allow_unauthenticated_public is False
 
 
+def test_path_model_ids_are_on_for_generate_only() -> None:
+    generate = cli._parser().parse_args(["generate", "x", "-o", "x.png", "--model", "./m"])
+    assert cli._generate_settings(generate).allow_path_model_ids is True
+    serve = cli._parser().parse_args(["serve", "--model", "./m"])
+    assert cli._serve_settings(serve).allow_path_model_ids is False
+
+
 def test_serve_refuses_public_bind_without_tokens(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "--allow-unauthenticated-public" in capsys.readouterr().err

@@ -4,7 +4,10 @@ overrides), which LoRA, and a revision string for cache keys. Nothing is loaded 
 Sources, first match wins:
   1. the embedded `imagine/shapes` (imagine/models/builtin/weights/)
   2. settings.model_dirs: id `org/name` → `<dir>/org/name` or `<dir>/org--name`
-  3. the id as a filesystem path (absolute, or relative to the working directory)
+  3. the id as a filesystem path (absolute, or relative to the working directory), only when
+     path ids are allowed (settings.allow_path_model_ids, or an id the operator named in
+     preload / default_model; see imagine/models/options.py). Otherwise an id that can only be
+     a path (`/x`, `~/x`, `./x`, `../x`) is ModelNotFound at once, saying how to enable them.
   4. the Hugging Face cache (`snapshot_download(local_files_only=True)`; honours HF_HOME)
   5. the Hub, when settings.allow_downloads and HF_HUB_OFFLINE is unset: only model_index.json
      and the card are fetched here; the weights are fetched by `fetch()` at load time.
@@ -28,7 +31,7 @@ from pathlib import Path
 import huggingface_hub
 
 from imagine.errors import ModelNotFound
-from imagine.models import folders
+from imagine.models import folders, options
 from imagine.models.families import family_for_pipeline_class, supported_pipeline_classes
 from imagine.models.families import shapes as shapes_family
 from imagine.models.spec import FamilySpec
@@ -130,17 +133,21 @@ class ModelRegistry:
                     f"{BUILTIN_DIR}"
                 )
             return self._from_folder(model_id, BUILTIN_DIR, "builtin", allow_lora=False)
+        paths_allowed = options.path_ids_allowed(self._settings, model_id)
+        if not paths_allowed and options.looks_like_path(model_id):
+            raise options.path_ids_disabled(model_id)
         repo_id = ALIASES.get(model_id, model_id)
         looked: list[str] = []
         for folder in self._model_dir_candidates(repo_id):
             looked.append(str(folder))
             if folders.is_model_folder(folder):
                 return self._from_folder(model_id, folder, "model_dir", allow_lora=allow_lora)
-        as_path = Path(model_id).expanduser()
-        looked.append(f"path {as_path}")
-        if folders.is_model_folder(as_path):
-            return self._from_folder(model_id, as_path.resolve(), "path", allow_lora=allow_lora)
-        if _REPO_ID.match(repo_id):
+        if paths_allowed:
+            as_path = Path(model_id).expanduser()
+            looked.append(f"path {as_path}")
+            if folders.is_model_folder(as_path):
+                return self._from_folder(model_id, as_path.resolve(), "path", allow_lora=allow_lora)
+        if _REPO_ID.match(repo_id) and not options.looks_like_path(repo_id):
             looked.append("the Hugging Face cache")
             cached = self._from_hf_cache(repo_id)
             if cached is not None and folders.is_model_folder(cached):
@@ -156,7 +163,9 @@ class ModelRegistry:
                 hub = self._from_hub(model_id, repo_id, allow_lora=allow_lora)
                 if hub is not None:
                     return hub
-        raise ModelNotFound(f"Model {model_id} not found; looked in: " + "; ".join(looked))
+        where = "; ".join(looked) or "nothing (no model_dirs, and not a Hub repo id)"
+        hint = "" if paths_allowed else " (not as a filesystem path: allow_path_model_ids is off)"
+        raise ModelNotFound(f"Model {model_id} not found; looked in: {where}{hint}")
 
     def _model_dir_candidates(self, model_id: str) -> list[Path]:
         # Refuse ids that could climb out of a model dir.

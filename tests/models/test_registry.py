@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,12 @@ from imagine.settings import Settings
 FAMILY_OF = {"sd": "sd", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux", "kolors": "kolors"}
 
 
-def registry(*dirs: Path, hf_cache: Path | None = None, downloads: bool = False) -> ModelRegistry:
-    settings = Settings(model_dirs=list(dirs), allow_downloads=downloads, preload=[])
-    return ModelRegistry(settings=settings, hf_cache_dir=hf_cache)
+def registry(
+    *dirs: Path, hf_cache: Path | None = None, downloads: bool = False, **settings: Any
+) -> ModelRegistry:
+    values: dict[str, Any] = {"preload": [], **settings}
+    full = Settings(model_dirs=list(dirs), allow_downloads=downloads, **values)
+    return ModelRegistry(settings=full, hf_cache_dir=hf_cache)
 
 
 def pipeline_folder(path: Path, class_name: str = "StableDiffusionPipeline") -> Path:
@@ -95,11 +99,46 @@ def test_double_dash_layout_and_alias(tmp_path: Path) -> None:
         assert resolved.spec.name == "kolors" and resolved.model_id == model_id
 
 
-def test_path_ids(tiny_model_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_path_ids_when_enabled(tiny_model_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tiny_model_root / "tiny" / "sd"
-    assert registry().resolve(str(folder)).source == "path"
+    reg = registry(allow_path_model_ids=True)
+    assert reg.resolve(str(folder)).source == "path"
     monkeypatch.chdir(tiny_model_root)
-    assert registry().resolve("./tiny/sd").path == folder
+    assert reg.resolve("./tiny/sd").path == folder
+    assert reg.resolve("tiny/sd").source == "path"  # relative to the working directory
+    monkeypatch.chdir(tiny_model_root / "tiny")
+    assert reg.resolve("../tiny/sd").path == folder
+
+
+@pytest.mark.parametrize("as_id", ["absolute", "./tiny/sd", "../tiny/sd", "tiny//sd", "~"])
+def test_path_ids_are_refused_by_default(
+    as_id: str, tiny_model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_model_root / "tiny")
+    model_id = str(tiny_model_root / "tiny" / "sd") if as_id == "absolute" else as_id
+    with pytest.raises(ModelNotFound) as err:
+        registry().resolve(model_id)
+    assert "path model ids are disabled" in err.value.message
+    assert "allow_path_model_ids = true" in err.value.message
+    assert "IMAGINE_ALLOW_PATH_MODEL_IDS" in err.value.message
+
+
+def test_relative_folders_are_not_found_by_default(
+    tiny_model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `POST /models//srv/m` reaches the registry as "srv/m": from "/" that is a path too.
+    monkeypatch.chdir(tiny_model_root)
+    with pytest.raises(ModelNotFound, match="allow_path_model_ids is off"):
+        registry().resolve("tiny/sd")
+    assert registry(tiny_model_root).resolve("tiny/sd").source == "model_dir"  # ids still work
+
+
+def test_operator_named_path_ids_are_allowed(tiny_model_root: Path) -> None:
+    folder = str(tiny_model_root / "tiny" / "sd")
+    assert registry(preload=[folder]).resolve(folder).source == "path"
+    assert registry(default_model=folder).resolve(folder).source == "path"
+    with pytest.raises(ModelNotFound, match="disabled"):
+        registry(preload=[folder]).resolve(folder + "/../sd")
 
 
 def test_hf_cache_snapshot(tmp_path: Path) -> None:
@@ -128,12 +167,13 @@ def test_unsupported_pipeline_class(tmp_path: Path) -> None:
         registry(tmp_path).resolve("org/video")
 
 
-def test_ids_cannot_climb_out_of_model_dirs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model_id", ["../outside", "org/../../outside", "org/..", "/outside"])
+def test_ids_cannot_climb_out_of_model_dirs(model_id: str, tmp_path: Path) -> None:
     pipeline_folder(tmp_path / "outside")
-    (tmp_path / "models").mkdir()
-    with pytest.raises(ModelNotFound):
-        registry(tmp_path / "models").resolve("../outside")  # not absolute, no "./": no path id
-    assert registry(tmp_path / "models")._model_dir_candidates("a/../../outside") == []
+    (tmp_path / "models" / "org").mkdir(parents=True)
+    with pytest.raises(ModelNotFound, match="disabled"):
+        registry(tmp_path / "models").resolve(model_id)
+    assert registry(tmp_path / "models")._model_dir_candidates(model_id) == []
 
 
 def test_builtin_model_missing_weights_is_not_found(
