@@ -26,7 +26,8 @@ class ManagerPort(Protocol):
         """Seconds, from measured load times."""
 
     async def load(self, model_id: str) -> Any:
-        """Load once and return the LoadedModel. Raises ModelLoadFailed."""
+        """Load once and return the LoadedModel (its `memory_bytes` is what the memory budget
+        counts). Raises ModelLoadFailed."""
 
     def run_batch(
         self,
@@ -45,22 +46,8 @@ class ManagerPort(Protocol):
 
 
 def model_bytes(loaded: Any) -> int:
-    """Best estimate of the memory one LoadedModel holds, in bytes.
-
-    Uses `loaded.memory_bytes` when the manager provides it, else sums the parameters and buffers
-    of the torch modules among `loaded.pipeline.components`; 0 when neither is available.
-    """
-    explicit = getattr(loaded, "memory_bytes", None)
-    if isinstance(explicit, int):
-        return explicit
-    pipeline = getattr(loaded, "pipeline", None)
-    components = getattr(pipeline, "components", None)
-    if not isinstance(components, dict):
-        return 0
-    total = 0
-    for component in components.values():
-        tensors = []
-        if hasattr(component, "parameters") and hasattr(component, "buffers"):
-            tensors = [*component.parameters(), *component.buffers()]
-        total += sum(t.numel() * t.element_size() for t in tensors)
-    return total
+    """The memory one LoadedModel holds, in bytes: its `memory_bytes`, which the manager
+    measures once at load time (parameters + buffers of the pipeline's torch modules).
+    0 for a loaded model that does not say (it then never counts against the budget)."""
+    value = getattr(loaded, "memory_bytes", None)
+    return value if isinstance(value, int) and value > 0 else 0

@@ -3,10 +3,11 @@
 All loads and evictions run under one asyncio lock, so memory accounting never races (two loads
 cannot both claim the same free room) and a model is never unloaded while it is being loaded.
 The budget (`settings.memory_budget_bytes`, 0 = none) counts each loaded model's bytes as
-measured after its load (`ports.model_bytes`); before a load, room is made for the size measured
-the previous time this model was loaded, and after it for the actual size. Only idle models
-(no running batch, nothing queued) are evicted, least recently used first; if every other model
-is busy the budget is exceeded until one goes idle.
+the manager measured them at load time (`LoadedModel.memory_bytes`, read by
+`ports.model_bytes`); before a load, room is made for the size measured the previous time this
+model was loaded, and after it for the actual size. Only idle models (no running batch, nothing
+queued) are evicted, least recently used first; if every other model is busy the budget is
+exceeded until one goes idle.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 
 from imagine.engine.base import ModelInfo
 from imagine.errors import GenerationFailed, ModelLoadFailed
-from imagine.models import folders
+from imagine.models import loading
 from imagine.models.registry import ModelRegistry, ResolvedModel
 from imagine.models.spec import FamilySpec
 from imagine.models.timing import StageClock
@@ -46,6 +46,9 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float
     base_scheduler: Any
+    # Parameters + buffers of the pipeline's torch modules, measured after loading (and after
+    # fusing a LoRA): what the engine's memory budget counts for this model.
+    memory_bytes: int = 0
     schedulers: dict[str, Any] = field(default_factory=dict)  # swapped-in instances, by name
     busy: threading.Lock = field(default_factory=threading.Lock)
 
@@ -124,7 +127,7 @@ class ModelManager:
         return total
 
     def health(self) -> dict[str, Any]:
-        """Per-model state, measured load time, device and last error."""
+        """Per-model state, measured load time, device, dtype, memory and last error."""
         out: dict[str, Any] = {}
         for model_id, entry in list(self._entries.items()):
             loaded = entry.loaded
@@ -134,6 +137,7 @@ class ModelManager:
                 "last_error": entry.last_error,
                 "device": str(loaded.device) if loaded else None,
                 "dtype": str(loaded.dtype).removeprefix("torch.") if loaded else None,
+                "memory_bytes": loaded.memory_bytes if loaded else None,
             }
         return out
 
@@ -175,27 +179,16 @@ class ModelManager:
         try:
             if resolved.needs_fetch or resolved.lora_needs_fetch:
                 resolved = self._registry.fetch(resolved)
-            device, dtype = self._placement(resolved)
-            pipe = diffusers.DiffusionPipeline.from_pretrained(
-                str(resolved.path), dtype=dtype, variant=folders.weights_variant(resolved.path)
-            )
-            pipe.to(device)
-            if resolved.lora_path is not None:
-                pipe.load_lora_weights(
-                    str(resolved.lora_path),
-                    weight_name=folders.lora_weight_name(resolved.lora_path),
-                )
-                pipe.fuse_lora()
-                # Fused into the base weights: drop the adapter layers so each step runs plain.
-                pipe.unload_lora_weights()
-            pipe.set_progress_bar_config(disable=True)
+            device, dtype = loading.placement(self._settings, resolved)
+            pipe = loading.build_pipeline(resolved, device, dtype)
         except Exception as exc:
             log.exception("loading %s failed", model_id)
             raise ModelLoadFailed(
                 f"Model {model_id} failed to load: {type(exc).__name__}: {exc}"
             ) from exc
         seconds = time.monotonic() - started
-        log.info("loaded %s on %s/%s in %.2fs", model_id, device, dtype, seconds)
+        size = loading.memory_bytes(pipe)
+        log.info("loaded %s on %s/%s in %.2fs (%d bytes)", model_id, device, dtype, seconds, size)
         return LoadedModel(
             resolved=resolved,
             pipeline=pipe,
@@ -203,21 +196,8 @@ class ModelManager:
             dtype=dtype,
             load_seconds=seconds,
             base_scheduler=pipe.scheduler,
+            memory_bytes=size,
         )
-
-    def _placement(self, resolved: ResolvedModel) -> tuple[torch.device, torch.dtype]:
-        """settings.device/dtype; "auto" = CUDA with the family's dtype when present, else CPU
-        float32 (half precision on CPU is slow or unsupported for several ops)."""
-        s = self._settings
-        if s.device == "auto":
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            device = torch.device(s.device)
-        if s.dtype != "auto":
-            return device, getattr(torch, s.dtype)
-        if device.type == "cpu":
-            return device, torch.float32
-        return device, getattr(torch, resolved.spec.preferred_dtype)
 
     def unload(self, model_id: str) -> None:
         """Drop the pipeline and free its memory. A no-op for a model that is not loaded."""

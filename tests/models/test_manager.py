@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from imagine.engine.ports import model_bytes
 from imagine.errors import InvalidRequest
 from imagine.models.manager import LoadedModel, ModelManager
 from imagine.request import GenerationRequest
@@ -146,6 +147,17 @@ def test_timings_and_health(manager: ModelManager, tiny_model_ids: dict) -> None
     assert health["state"] == "ready" and health["load_time_s"] > 0
     assert health["device"] == "cpu" and health["dtype"] == "float32"
     assert manager.estimated_load_time(model_id) == 0.0
+
+
+def test_memory_bytes_is_measured_at_load(manager: ModelManager, tiny_model_ids: dict) -> None:
+    sd = load(manager, tiny_model_ids["sd"])
+    on_disk = sd.resolved.weight_bytes  # float32 on disk and in memory, plus file headers
+    assert 0.8 * on_disk < sd.memory_bytes < 1.2 * on_disk
+    assert model_bytes(sd) == sd.memory_bytes  # what the engine's memory budget counts
+    assert manager.health()[sd.model_id]["memory_bytes"] == sd.memory_bytes
+    # A fused LoRA holds what its base holds: the adapter layers are gone after fusing.
+    lora, base = (load(manager, tiny_model_ids[k]) for k in ("sdxl_lcm_lora", "sdxl"))
+    assert lora.memory_bytes == base.memory_bytes > 0
 
 
 def test_interrupt_is_polled_every_step(manager: ModelManager, tiny_model_ids: dict) -> None:
