@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "imagine/shapes"
@@ -18,6 +18,16 @@ def hash_token(token: str) -> str:
     """Tokens are kept only as SHA-256 hex digests; requests are hashed and compared in constant
     time."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ModelOptions(BaseModel):
+    """How to load one model (`model_options` in the settings, keyed by model id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Optional parts of the model not to load, by the names its family spec gives them
+    # (FamilySpec.optional_parts), e.g. ["t5"] serves SD3 without its 4.7B T5 text encoder.
+    without: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -45,6 +55,9 @@ class Settings(BaseSettings):
     # can read. Ids named in `preload` or `default_model` are the operator's and always allowed;
     # `imagine generate` turns this on (its user is local). See docs/models.md.
     allow_path_model_ids: bool = False
+    # Per-model load options by model id (a LoRA's come from its base model's id), e.g.
+    # [model_options."stabilityai/stable-diffusion-3-medium-diffusers"] without = ["t5"]
+    model_options: dict[str, ModelOptions] = Field(default_factory=dict)
 
     # --- request limits
     max_pixels: int = 1024 * 1024

@@ -35,12 +35,16 @@ def is_model_folder(path: Path) -> bool:
         return False
 
 
-def is_complete(folder: Path) -> bool:
-    """Every component named in model_index.json has its folder, and every model component (one
-    with a config.json) has weights: a Hub snapshot may hold only the index and card so far."""
+def is_complete(folder: Path, *, skip: Iterable[str] = ()) -> bool:
+    """Every component named in model_index.json (but those in `skip`) has its folder, and
+    every model component (one with a config.json) has weights: a Hub snapshot may hold only
+    the index and card so far."""
     index = read_json(folder / "model_index.json")
+    skipped = set(skip)
     for name, value in index.items():
         if name.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        if name in skipped:
             continue
         component = folder / name
         if not component.is_dir():
@@ -142,17 +146,19 @@ def revision(folder: Path, source: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def pipeline_files(repo_files: Iterable[str]) -> list[str]:
+def pipeline_files(repo_files: Iterable[str], *, skip: Iterable[str] = ()) -> list[str]:
     """The files of a diffusers repo worth downloading: the index, the card, each component's
     configs and tokenizer files, and ONE set of weights per component — safetensors over .bin,
     full precision over an fp16 variant (kept only where it is the only one). Root-level
-    single-file checkpoints (many GB, not the diffusers layout) are skipped."""
+    single-file checkpoints (many GB, not the diffusers layout) and the components in `skip`
+    (not loaded) are left out."""
     files = list(repo_files)
+    skipped = set(skip)
     chosen = [f for f in files if f in _SMALL_FILES]
     by_component: dict[str, list[str]] = {}
     for f in files:
         parts = f.split("/")
-        if len(parts) != 2:
+        if len(parts) != 2 or parts[0] in skipped:
             continue
         component, name = parts
         if name.endswith(_WEIGHT_SUFFIXES):

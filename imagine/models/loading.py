@@ -32,8 +32,11 @@ def placement(settings: Settings, resolved: ResolvedModel) -> tuple[torch.device
 
 
 def pretrained_kwargs(resolved: ResolvedModel, dtype: torch.dtype) -> dict[str, Any]:
-    """Keyword arguments for `DiffusionPipeline.from_pretrained(resolved.path, ...)`."""
-    return {"dtype": dtype, "variant": folders.weights_variant(resolved.path)}
+    """Keyword arguments for `DiffusionPipeline.from_pretrained(resolved.path, ...)`: the
+    dtype, the weights variant, and None for each component the model is served without."""
+    kwargs: dict[str, Any] = {name: None for name in resolved.skip_components}
+    kwargs.update(dtype=dtype, variant=folders.weights_variant(resolved.path))
+    return kwargs
 
 
 def build_pipeline(resolved: ResolvedModel, device: torch.device, dtype: torch.dtype) -> Any:

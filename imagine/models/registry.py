@@ -15,6 +15,8 @@ Sources, first match wins:
 A folder with model_index.json is a pipeline; its `_class_name` picks the family. A folder
 without one but with `pytorch_lora_weights.safetensors` (or a card tagged `lora`) is a LoRA: its
 base comes from the card's `base_model` (or BASE_FALLBACK) and resolves through the same chain.
+`settings.model_options` (parts a model is served without) shape the spec, the revision and
+what is fetched (imagine/models/options.py); a LoRA takes its base's.
 """
 
 from __future__ import annotations
@@ -72,14 +74,20 @@ class ResolvedModel:
     repo_id: str | None = None  # the Hub repo behind `path` (after aliases)
     lora_repo_id: str | None = None
     lora_needs_fetch: bool = False
+    skip_components: tuple[str, ...] = ()  # not loaded or fetched (settings.model_options)
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of weights on disk (0 when not downloaded), for load-time estimates."""
+        """Bytes of weights on disk that a load reads (0 when not downloaded), for load-time
+        estimates."""
         total = 0
         for root in (self.path, self.lora_path):
             if root is not None and root.is_dir():
-                total += sum(f.stat().st_size for f in root.rglob("*.safetensors") if f.is_file())
+                total += sum(
+                    f.stat().st_size
+                    for f in root.rglob("*.safetensors")
+                    if f.is_file() and f.relative_to(root).parts[0] not in self.skip_components
+                )
         return total
 
 
@@ -113,7 +121,8 @@ class ModelRegistry:
         if resolved.needs_fetch and resolved.repo_id:
             # One set of weights per component (see folders.pipeline_files), not every format.
             files = huggingface_hub.HfApi().list_repo_files(resolved.repo_id)
-            path = Path(self._download(resolved.repo_id, folders.pipeline_files(files)))
+            wanted = folders.pipeline_files(files, skip=resolved.skip_components)
+            path = Path(self._download(resolved.repo_id, wanted))
         if resolved.lora_needs_fetch and resolved.lora_repo_id:
             lora = Path(self._download(resolved.lora_repo_id, LORA_PATTERNS))
         done = dataclasses.replace(
@@ -154,7 +163,8 @@ class ModelRegistry:
                 resolved = self._from_folder(
                     model_id, cached, "hf_cache", allow_lora=allow_lora, repo_id=repo_id
                 )
-                if resolved.lora_path is not None or folders.is_complete(cached):
+                complete = folders.is_complete(cached, skip=resolved.skip_components)
+                if resolved.lora_path is not None or complete:
                     return resolved
                 if self._settings.allow_downloads:  # a partial snapshot: fetch the rest at load
                     return dataclasses.replace(resolved, needs_fetch=True)
@@ -244,14 +254,16 @@ class ModelRegistry:
                     f"(supported: {', '.join(supported_pipeline_classes())})"
                 )
             spec = folders.with_folder_overrides(family, folder)
+        loading = options.load_options(self._settings, model_id, spec)
         return ResolvedModel(
             model_id=model_id,
             path=folder,
-            spec=spec,
-            revision=folders.revision(folder, source),
+            spec=loading.spec,
+            revision=folders.revision(folder, source) + loading.revision_suffix,
             source=source,
             pipeline_class=pipeline_class,
             repo_id=repo_id,
+            skip_components=loading.skip_components,
         )
 
     def _lora(self, model_id: str, folder: Path, source: str, repo_id: str | None) -> ResolvedModel:

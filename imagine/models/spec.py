@@ -20,6 +20,14 @@ CallKwargsBuilder = Callable[[Sequence[GenerationRequest], list[torch.Generator]
 
 
 @dataclass(frozen=True, slots=True)
+class OptionalPart:
+    """A part a model of the family can be served without (settings.model_options[id].without)."""
+
+    components: tuple[str, ...]  # pipeline components not loaded (passed as None)
+    max_prompt_tokens: int | None = None  # the prompt token limit without it, when it changes
+
+
+@dataclass(frozen=True, slots=True)
 class FamilySpec:
     """Defaults, limits and call-building for one model family (or one model's overrides of it)."""
 
@@ -45,6 +53,8 @@ class FamilySpec:
     negative_prompt_scale: str = "guidance_scale"
     # dtype on an accelerator when settings.dtype is "auto" (CPU always runs float32).
     preferred_dtype: str = "float16"
+    # Parts a model may be served without, by the name settings use: e.g. SD3's "t5".
+    optional_parts: Mapping[str, OptionalPart] = field(default_factory=dict)
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call (one generator each)."""

@@ -8,7 +8,7 @@ from imagine.models.families._common import (
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
-from imagine.models.spec import FamilySpec
+from imagine.models.spec import FamilySpec, OptionalPart
 
 SPEC = FamilySpec(
     name="sd3",
@@ -24,4 +24,9 @@ SPEC = FamilySpec(
     scheduler_overrides=FLOW_OVERRIDES,
     max_prompt_tokens=256,
     build_call_kwargs=standard_call_kwargs,
+    # Without T5 (4.7B parameters; SD3-medium weighs ~6 GB instead of ~15.5) the pipeline
+    # encodes the prompt with its two CLIPs alone, which read 77 tokens.
+    optional_parts={
+        "t5": OptionalPart(components=("text_encoder_3", "tokenizer_3"), max_prompt_tokens=77)
+    },
 )
