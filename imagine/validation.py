@@ -43,8 +43,14 @@ KNOWN_KEYS = frozenset(
 )
 
 
+_SHOWN_CHARS = 60  # a value echoed in an error is cut to this (clients can send megabytes)
+
+
 def _fail(field: str, value: Any, allowed: str) -> InvalidRequest:
-    return InvalidRequest(f"{field} = {value!r} is invalid: {allowed}", field=field)
+    shown = repr(value)
+    if len(shown) > _SHOWN_CHARS:
+        shown = f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
+    return InvalidRequest(f"{field} = {shown} is invalid: {allowed}", field=field)
 
 
 def _integer(field: str, value: Any, lo: int, hi: int, allowed: str) -> int:
@@ -86,7 +92,7 @@ def _text(field: str, value: Any, max_chars: int, *, required: bool) -> str | No
 
 
 def _size(field: str, value: Any, multiple: int, max_pixels: int) -> int:
-    allowed = f"must be a positive multiple of {multiple} (at most {max_pixels} pixels in all)"
+    allowed = f"must be a positive multiple of {multiple}, with width x height at most {max_pixels}"
     size = _integer(field, value, multiple, max_pixels, allowed)
     if size % multiple:
         raise _fail(field, value, allowed)
@@ -119,8 +125,11 @@ def build_request(
         "negative_prompt", params.get("negative_prompt"), settings.max_prompt_chars, required=False
     )
 
-    width = _size("width", params.get("width", spec.default_width), spec.size_multiple, 10**9)
-    height = _size("height", params.get("height", spec.default_height), spec.size_multiple, 10**9)
+    max_pixels = settings.max_pixels
+    width = _size("width", params.get("width", spec.default_width), spec.size_multiple, max_pixels)
+    height = _size(
+        "height", params.get("height", spec.default_height), spec.size_multiple, max_pixels
+    )
     if width * height > settings.max_pixels:
         raise InvalidRequest(
             f"width x height = {width}x{height} = {width * height} pixels; the limit is "

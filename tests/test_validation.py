@@ -169,3 +169,36 @@ def test_random_seeds_differ_and_fixed_seed_gives_same_cache_key() -> None:
     assert len({build({}).seed for _ in range(5)}) == 5
     a, b = build({"seed": 3}), build({"seed": 3.0})
     assert a == b and a.cache_key() == b.cache_key()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_names_the_field_and_what_is_allowed(family: str) -> None:
+    spec = FAMILIES[family]
+    ok = {"width": spec.size_multiple * 8, "height": spec.size_multiple * 8}
+    lo, hi = spec.guidance_range
+    cases: list[tuple[dict[str, Any], str, list[str]]] = [
+        ({"scheduler": "NoSuchScheduler"}, "scheduler", list(spec.schedulers)),
+        ({"scheduler": ["EulerDiscreteScheduler"]}, "scheduler", list(spec.schedulers)),
+        ({"scheduler": ""}, "scheduler", list(spec.schedulers)),
+        ({"width": spec.size_multiple + 1}, "width", [f"multiple of {spec.size_multiple}"]),
+        ({"height": 10**12}, "height", [str(SETTINGS.max_pixels)]),
+        ({"guidance_scale": hi + 1}, "guidance_scale", [f"between {lo:g} and {hi:g}"]),
+        ({"num_inference_steps": 0}, "num_inference_steps", ["between 1 and 50"]),
+        ({"seed": "x"}, "seed", [str(MAX_SEED)]),
+    ]
+    cases += [
+        ({name: "x"}, name, [f"between {a:g} and {b:g}"]) for name, (a, b) in spec.extras.items()
+    ]
+    for params, field, allowed in cases:
+        with pytest.raises(InvalidRequest) as err:
+            build({**ok, **params}, family=family)
+        assert err.value.field == field, (params, err.value.message)
+        assert err.value.message.startswith(field), err.value.message
+        for word in allowed:
+            assert word in err.value.message, (params, err.value.message)
+
+
+def test_a_huge_value_is_not_echoed_whole() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        build({"scheduler": "x" * 100_000})
+    assert len(err.value.message) < 1000 and "100002 characters" in err.value.message
