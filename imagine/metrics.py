@@ -72,7 +72,8 @@ class Metrics:
         )
         self.denoising_steps = Counter(
             "imagine_denoising_steps",
-            "Denoising steps computed (steps × images)",
+            "Denoising steps computed (steps × images), counted as they run: interrupted and "
+            "failed pipeline calls included",
             ["model"],
             registry=r,
         )
@@ -118,13 +119,13 @@ class Metrics:
         self, model: str, *, size: int, seconds: float, steps: int, timings: Mapping[str, float]
     ) -> None:
         """One successful pipeline call of `size` images at `steps` steps; `timings` are the
-        per-stage seconds of the call (any result's timings: stages are shared by the batch)."""
+        per-stage seconds of the call (any result's timings: stages are shared by the batch).
+        `denoising_steps` is not counted here: the worker counts each step as it runs."""
         self.batch_size.labels(model=model).observe(size)
         self.batch_seconds.labels(model=model).observe(seconds)
         for stage in STAGES:
             if stage in timings:
                 self.stage_seconds.labels(model=model, stage=stage).observe(timings[stage])
-        self.denoising_steps.labels(model=model).inc(size * steps)
         denoise = timings.get("denoising") or seconds
         if denoise > 0:
             self.steps_per_second.labels(model=model).set(size * steps / denoise)

@@ -36,7 +36,8 @@ class ManagerPort(Protocol):
         *,
         interrupt: Callable[[], bool] | None = None,
     ) -> list[GenerationResult]:
-        """BLOCKING: one output per input, in order."""
+        """BLOCKING: one output per input, in order. `interrupt` is polled once after every
+        denoising step (the engine counts steps by it); True stops the call."""
 
     def unload(self, model_id: str) -> None:
         """Release the model's pipeline."""

@@ -4,7 +4,8 @@ The worker owns a single-thread executor: every `run_batch` call of its model ru
 thread, so the pipeline never sees two calls at once and the event loop never runs model code.
 It pulls batches from its model's queue (see `batcher`), checks one output per input, and
 settles each request's future: a result, or a typed error (every request of a failed batch gets
-its own GenerationFailed, or the ServerError the manager raised).
+its own GenerationFailed, or the ServerError the manager raised). Denoising steps are counted as
+they run (the manager polls `interrupt` once per step), so an interrupted call's steps show too.
 """
 
 from __future__ import annotations
@@ -101,8 +102,14 @@ class Worker:
         started = time.monotonic()
         for p in live:
             self._metrics.queue_seconds.labels(model=self.model_id).observe(started - p.enqueued_at)
+        steps = self._metrics.denoising_steps.labels(model=self.model_id)
+
+        def step_done() -> bool:  # run_batch polls this once after every denoising step
+            steps.inc(len(live))
+            return batch.interrupt.is_set()
+
         call = self._executor.submit(
-            self._manager.run_batch, self.loaded, requests, interrupt=batch.interrupt.is_set
+            self._manager.run_batch, self.loaded, requests, interrupt=step_done
         )
         try:
             results = await asyncio.wrap_future(call)

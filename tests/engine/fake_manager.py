@@ -140,6 +140,11 @@ class FakeManager:
                     if interrupt is not None and interrupt():
                         call.interrupted = True
                         break
+            elif interrupt is not None:  # one poll per step, as the real manager does
+                for _ in range(requests[0].num_inference_steps):
+                    if interrupt():
+                        call.interrupted = True
+                        break
             if self.batch_error is not None and any(r.seed in self.fail_seeds for r in requests):
                 raise self.batch_error
             results = [
