@@ -184,21 +184,46 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _settings_for(model: Path):  # -> Settings
+    """Settings that serve `model` as `imagine/shapes` would be: the shipped folder as is, any
+    other folder (a checkpoint export) through model_dirs under the id `eval/shapes`."""
+    from imagine.settings import Settings
+
+    if model.resolve() == WEIGHTS.resolve():
+        return Settings(preload=[], allow_downloads=False), "imagine/shapes"
+    return Settings(preload=[], allow_downloads=False, allow_path_model_ids=True), str(
+        model.resolve()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    import diffusers
+    import asyncio
+    import dataclasses
+
     import torch
     from tqdm import tqdm
 
     from imagine.models.families.shapes import SPEC
+    from imagine.models.manager import ModelManager
+    from imagine.validation import build_request
 
     args = _parse(argv)
     torch.set_flush_denormal(True)
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(args.model, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    scheduler = args.scheduler or SPEC.default_scheduler
-    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
-    steps = args.steps or SPEC.default_steps
-    guidance = SPEC.default_guidance if args.guidance is None else args.guidance
+    settings, model_id = _settings_for(args.model)
+    manager = ModelManager(settings=settings)
+    info = manager.describe(model_id)
+    if info.spec.name != "shapes":  # a checkpoint folder: judge it with the shapes spec
+        info = dataclasses.replace(info, spec=SPEC)
+    model = asyncio.run(manager.load(model_id))
+    if model.spec.name != "shapes":
+        model.resolved = dataclasses.replace(model.resolved, spec=SPEC)
+    params: dict[str, object] = {}
+    if args.steps:
+        params["num_inference_steps"] = args.steps
+    if args.guidance is not None:
+        params["guidance_scale"] = args.guidance
+    if args.scheduler:
+        params["scheduler"] = args.scheduler
     scenes = evaluation_scenes(args.n, args.seed)
     scores: dict[str, dict[str, list[bool]]] = {
         "single": defaultdict(list),
@@ -206,19 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     images: list[Image.Image] = []
     start = time.monotonic()
+    first = None
     for i in tqdm(range(0, len(scenes), args.batch), desc="eval", dynamic_ncols=True):
         chunk = scenes[i : i + args.batch]
-        gens = [
-            torch.Generator().manual_seed(args.seed * 100_003 + i + j) for j in range(len(chunk))
+        requests = [
+            build_request(
+                model_id=model_id,
+                prompt=s.prompt,
+                parameters={**params, "seed": args.seed * 100_003 + i + j},
+                info=info,
+                settings=settings,
+            )
+            for j, s in enumerate(chunk)
         ]
-        out = pipe(
-            [s.prompt for s in chunk],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            width=SPEC.default_width,
-            height=SPEC.default_height,
-            generator=gens,
-        ).images
+        first = first or requests[0]
+        out = [r.image for r in manager.run_batch(model, requests)]
         for scene, image in zip(chunk, out, strict=True):
             kind = "single" if scene.relation is None else "pair"
             for attribute, ok in judge(scene, image).items():
@@ -229,28 +256,28 @@ def main(argv: list[str] | None = None) -> int:
         kind: {a: round(100 * float(np.mean(v)), 1) for a, v in sorted(attrs.items())}
         for kind, attrs in scores.items()
     }
-    counts = {kind: len(next(iter(attrs.values()), [])) for kind, attrs in scores.items()}
-    print(f"{args.n} prompts, {steps} steps, guidance {guidance}, {scheduler}, {elapsed:.0f} s")
+    counts = {kind: sum(s.relation is None for s in scenes) for kind in ("single",)}
+    counts["pair"] = len(scenes) - counts["single"]
+    assert first is not None
+    used = {
+        "steps": first.num_inference_steps,
+        "guidance": first.guidance_scale,
+        "scheduler": first.scheduler,
+        "size": f"{first.width}x{first.height}",
+    }
+    print(f"{args.n} prompts, {used}, {elapsed:.0f} s")
     for kind, attrs in summary.items():
         print(f"  {kind} ({counts[kind]}): " + ", ".join(f"{a} {v:.1f}%" for a, v in attrs.items()))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "settings": vars(args) | {"steps": steps, "guidance": guidance},
-                    "scores": summary,
-                },
-                default=str,
-                indent=2,
-            )
-        )
+        report = {"settings": used | {"n": args.n, "seed": args.seed}, "scores": summary}
+        args.json.write_text(json.dumps(report, indent=2))
     if args.grid and images:
         w, h = images[0].size
         grid = Image.new("RGB", (4 * w, 4 * h))
         for k, image in enumerate(images[:16]):
             grid.paste(image, ((k % 4) * w, (k // 4) * h))
         grid.save(args.grid)
-        (args.grid.with_suffix(".txt")).write_text("\n".join(s.prompt for s in scenes[:16]) + "\n")
+        args.grid.with_suffix(".txt").write_text("\n".join(s.prompt for s in scenes[:16]) + "\n")
     return 0
 
 
