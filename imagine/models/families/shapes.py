@@ -12,7 +12,7 @@ from imagine.models.spec import FamilySpec
 
 MODEL_ID = "imagine/shapes"
 NATIVE_SIZE = 64  # 32x32 UNet x 2 upsampling
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 16
 DEFAULT_GUIDANCE = 5.0
 DEFAULT_SCHEDULER = "DPMSolverMultistepScheduler"
 SIZE_MULTIPLE = 8
