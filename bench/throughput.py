@@ -45,12 +45,14 @@ async def measure(url: str, model_id: str, args, concurrency: int, total: int) -
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--rounds", type=int, default=2, help="requests per client at each level")
+    p.add_argument("--batch-wait-ms", type=float, default=None, help="the server's batch window")
     args = p.parse_args()
     results: dict[str, dict[int, float]] = {}
     with model_source(args) as (model_id, dirs):
         for name, batch in (("batching on", 16), ("batching off", 1)):
+            extra = {} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms}
             with server(
-                model_id, dirs, max_batch_size=batch, queue_size=64, per_client_queue=64
+                model_id, dirs, max_batch_size=batch, queue_size=64, per_client_queue=64, **extra
             ) as url:
                 asyncio.run(measure(url, model_id, args, 2, 4))  # load + warm up
                 results[name] = {
