@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # --- models
     default_model: str = DEFAULT_MODEL
     preload: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL])
+    ready_after_preload: bool = True  # listen only once the preloaded models are loaded
     model_dirs: list[Path] = Field(default_factory=list)  # folders searched for <id> sub-folders
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
