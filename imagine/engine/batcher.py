@@ -6,7 +6,8 @@ Rules, in order:
   `max_pixels` (sum of width×height, 0 = no limit);
 - the collector waits for more compatible requests until `wait_s` after the head was admitted
   (monotonic clock) or the batch is full, whichever comes first. A head that already waited
-  longer (the worker was busy) goes at once with whatever is compatible.
+  longer (the worker was busy) goes at once with whatever is compatible. The worker passes
+  `wait_s = 0` while its model has no company (see Worker._contended).
 Cancelled requests are removed from the queue when cancelled, and skipped here in any case.
 """
 

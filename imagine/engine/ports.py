@@ -7,6 +7,7 @@ controllable latency and failures. Keeping the seam here means the engine import
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from imagine.engine.base import ModelInfo
@@ -52,3 +53,10 @@ def model_bytes(loaded: Any) -> int:
     0 for a loaded model that does not say (it then never counts against the budget)."""
     value = getattr(loaded, "memory_bytes", None)
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def model_thread(loaded: Any) -> Executor | None:
+    """The single-thread executor the manager loaded this model on (`LoadedModel.thread`),
+    where its calls should run too; None when the loaded model has none (fakes)."""
+    value = getattr(loaded, "thread", None)
+    return value if isinstance(value, Executor) else None

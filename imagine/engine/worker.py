@@ -1,7 +1,9 @@
 """One worker per loaded pipeline instance.
 
-The worker owns a single-thread executor: every `run_batch` call of its model runs on that one
-thread, so the pipeline never sees two calls at once and the event loop never runs model code.
+Every `run_batch` call of the worker's model runs on one thread: the one the manager loaded the
+model on (`ports.model_thread`; see LoadedModel.thread for why), else a single-thread executor of
+the worker's own. So the pipeline never sees two calls at once and the event loop never runs
+model code.
 It pulls batches from its model's queue (see `batcher`), checks one output per input, and
 settles each request's future: a result, or a typed error (every request of a failed batch gets
 its own GenerationFailed, or the ServerError the manager raised). Denoising steps are counted as
@@ -11,6 +13,7 @@ they run (the manager polls `interrupt` once per step), so an interrupted call's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +22,7 @@ from typing import Any
 
 from imagine.engine.admission import Batch, Pending, RequestQueue
 from imagine.engine.batcher import next_batch
-from imagine.engine.ports import ManagerPort
+from imagine.engine.ports import ManagerPort, model_thread
 from imagine.errors import GenerationFailed, ServerError
 from imagine.metrics import Metrics
 from imagine.request import GenerationResult
@@ -52,10 +55,18 @@ class Worker:
         self._max_pixels = max_batch_pixels
         self._wait_s = batch_wait_s
         self._on_idle = on_idle
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-worker")
+        shared = model_thread(loaded)
+        self._owns_executor = shared is None
+        self._executor = shared or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="imagine-worker"
+        )
         self._task: asyncio.Task[None] | None = None
         self.current: Batch | None = None
         self.last_used = time.monotonic()
+        # Whether the model has company: the last batch held several requests, or more were
+        # waiting when it ended. Only then is the batch window worth its wait; a lone client's
+        # requests go at once (the window was 1 % of the embedded model's latency, for nothing).
+        self._contended = False
 
     @property
     def busy(self) -> bool:
@@ -73,7 +84,13 @@ class Worker:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._owns_executor:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            return
+        # The manager owns the thread: wait until it is idle (its queue is FIFO). RuntimeError:
+        # already shut down, so nothing runs there.
+        with contextlib.suppress(RuntimeError):
+            await asyncio.wrap_future(self._executor.submit(lambda: None))
 
     async def _run(self) -> None:
         while True:
@@ -81,7 +98,7 @@ class Worker:
                 self._queue,
                 max_size=self._max_size,
                 max_pixels=self._max_pixels,
-                wait_s=self._wait_s,
+                wait_s=self._wait_s if self._contended else 0.0,
             )
             self._metrics.queue_depth.labels(model=self.model_id).set(len(self._queue))
             self.current = batch
@@ -90,6 +107,7 @@ class Worker:
             finally:
                 self.current = None
                 self.last_used = time.monotonic()
+                self._contended = len(batch.items) > 1 or len(self._queue) > 0
             if not self.busy:
                 self._on_idle()
 

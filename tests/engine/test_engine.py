@@ -62,6 +62,30 @@ async def test_oldest_request_goes_first_so_no_key_starves(make_engine: EngineFa
     assert order[1] == [1]  # the lone different request was older: it went before the rest
 
 
+async def test_a_lone_request_does_not_wait_out_the_batch_window(
+    make_engine: EngineFactory,
+) -> None:
+    engine, _ = make_engine(batch_wait_ms=10_000)
+    for seed in range(2):  # sequential requests from one client: never any company
+        result = await engine.generate(make_request(seed), client_id="c", wait_for_model=True)
+        assert result.timings["queue"] < 5.0
+
+
+async def test_after_a_shared_batch_the_window_holds_the_next_request(
+    make_engine: EngineFactory,
+) -> None:
+    engine, fake = make_engine(FakeManager(hold_batches=True), batch_wait_ms=300, max_batch_size=4)
+    first = submit(engine, make_request(0))
+    await fake.started.get()
+    pair = [submit(engine, make_request(i), client=f"c{i}") for i in (1, 2)]
+    await enqueued()
+    fake.release_batch()
+    await asyncio.gather(first, *pair)
+    result = await engine.generate(make_request(3), client_id="c", wait_for_model=True)
+    assert [len(call.requests) for call in fake.calls] == [1, 2, 1]
+    assert result.timings["queue"] >= 0.3  # the window: company was likely, so it waited
+
+
 async def test_model_work_runs_off_the_event_loop_one_call_at_a_time(
     make_engine: EngineFactory,
 ) -> None:
