@@ -50,9 +50,13 @@ def main() -> None:
             kwargs = spec.build_call_kwargs([request], gen)
             pipe.scheduler = loaded.scheduler_for(request.scheduler)
             started = time.perf_counter()
-            pipe(**kwargs)
+            # On the thread that loaded the pipeline, as a script does everything on one thread
+            # (a second thread's OpenMP team would slow both: see LoadedModel.thread).
+            assert loaded.thread is not None
+            loaded.thread.submit(pipe, **kwargs).result()
             return time.perf_counter() - started
 
+        stages: dict[str, list[float]] = {}  # the server's own Server-Timing, per stage
         with httpx.Client(timeout=600) as client:
 
             def http(seed: int) -> float:
@@ -63,19 +67,29 @@ def main() -> None:
                     headers={"x-use-cache": "false", "x-wait-for-model": "true"},
                 )
                 r.raise_for_status()
-                return time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                for part in r.headers.get("server-timing", "").split(","):
+                    name, _, dur = part.strip().partition(";dur=")
+                    if dur:
+                        stages.setdefault(name, []).append(float(dur) / 1000)
+                return elapsed
 
             for seed in range(3):  # warm-up both paths
                 direct(seed), http(seed)
+            stages.clear()
             d, h = [], []
             for seed in range(args.n):
                 d.append(direct(1000 + seed))
+                time.sleep(0.2)
                 h.append(http(1000 + seed))
     dm, hm = median_ms(d), median_ms(h)
     print(f"model {model_id}, {args.size}x{args.size}, {args.steps} steps, n={args.n} each")
     print(f"direct pipeline call   median {dm:8.1f} ms")
     print(f"HTTP end to end        median {hm:8.1f} ms")
     print(f"server overhead        {hm - dm:8.1f} ms = {100 * (hm - dm) / dm:.1f} % of direct")
+    print("inside the server (Server-Timing medians):")
+    for name, values in stages.items():
+        print(f"  {name:20s} {median_ms(values):8.1f} ms")
 
 
 if __name__ == "__main__":
