@@ -44,6 +44,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--stop-at", type=int, default=0, help="stop (and checkpoint) at this step")
     p.add_argument("--export", type=Path, default=None, help="write the EMA pipeline here and exit")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this run's checkpoint weights (and EMA) with a fresh optimiser and "
+        "schedule: a warm restart, for a second phase of training",
+    )
     return p.parse_args(argv)
 
 
@@ -152,6 +159,13 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
 
+    def warm_start(self, state: dict) -> None:
+        """Take the weights and EMA of an earlier run; optimiser, schedule and data start anew."""
+        self.unet.load_state_dict(state["unet"])
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.ema[0].load_state_dict(state["ema_unet"])
+        self.ema[1].load_state_dict(state["ema_text_encoder"])
+
     def pipeline(self) -> StableDiffusionPipeline:
         """The EMA weights assembled as a stock StableDiffusionPipeline (on CPU, fp32)."""
         return StableDiffusionPipeline(
@@ -185,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt.exists():
         trainer.load(torch.load(ckpt, map_location=device, weights_only=False))
         print(f"resumed from {ckpt} at step {trainer.step}")
+    elif args.init is not None:
+        trainer.warm_start(torch.load(args.init, map_location=device, weights_only=False))
+        print(f"warm start from {args.init}")
     if args.export is not None:
         export(trainer, args.export)
         print(f"exported step {trainer.step} to {args.export}")
