@@ -63,6 +63,12 @@ def test_loading_then_waiting_then_reproducible(base_url: str) -> None:
         )
         assert fresh.headers["x-cache"] == "miss"
         assert fresh.content == first.content  # bit-identical without the cache
+        stages = dict(p.split(";dur=") for p in fresh.headers["server-timing"].split(", "))
+        assert list(stages) == ["queue", "text", "denoise", "decode", "pipeline", "encode"]
+        # the stages lie inside the pipeline call, which lies inside the request
+        inner = sum(float(stages[k]) for k in ("text", "denoise", "decode"))
+        assert 0 < inner <= float(stages["pipeline"]) + 0.3
+        assert float(stages["pipeline"]) <= 1000 * float(fresh.headers["x-compute-time"])
         cached = client.post(url, json={"inputs": "a red cube", "parameters": {**SMALL, "seed": 1}})
         assert cached.headers["x-cache"] == "hit" and cached.content == first.content
         other = client.post(url, json={"inputs": "a red cube", "parameters": {**SMALL, "seed": 2}})

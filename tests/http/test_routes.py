@@ -33,6 +33,9 @@ async def test_post_paths_return_raw_png(
     assert r.headers["x-compute-type"] == "cpu"
     assert r.headers["x-cache"] == "miss"
     assert len(r.headers["x-request-id"]) == 32
+    # the fake pipeline reports total=1 ms; the server adds its own encoding time
+    stages = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+    assert set(stages) == {"pipeline", "encode"} and float(stages["pipeline"]) == 1.0
     assert engine.calls[0].request.model_id == "org/model"
 
 
