@@ -60,6 +60,7 @@ class LoadedModel:
     # wake-up. Loading on one thread and generating on another did that on 2 cores (1.4 cores
     # busy instead of 2, the embedded model 15-20 % slower than a direct call).
     thread: ThreadPoolExecutor | None = None
+    thread_ident: int | None = None  # that thread's threading.get_ident()
 
     @property
     def model_id(self) -> str:
@@ -220,6 +221,7 @@ class ModelManager:
             base_scheduler=pipe.scheduler,
             memory_bytes=size,
             thread=thread,
+            thread_ident=threading.get_ident(),
         )
 
     def unload(self, model_id: str) -> None:
@@ -254,7 +256,15 @@ class ModelManager:
         be alone. `interrupt` is polled after every denoising step; when it returns True the
         pipeline stops denoising (it still decodes) and the caller discards the results.
         Raises GenerationFailed when the pipeline raises; ValueError for a mixed batch (a bug).
+        Runs on the model's own thread (LoadedModel.thread), hopping there when called elsewhere.
         """
+        if model.thread is not None and threading.get_ident() != model.thread_ident:
+            # Called from elsewhere (the CLI, the evaluator, a test): hop onto the model's thread.
+            try:
+                call = model.thread.submit(self.run_batch, model, requests, interrupt=interrupt)
+            except RuntimeError:  # the thread is shut down: the model was unloaded
+                raise GenerationFailed(f"Model {model.model_id} was unloaded") from None
+            return call.result()
         spec = model.resolved.spec
         if not requests:
             return []

@@ -113,12 +113,16 @@ async def test_a_model_loads_and_generates_on_one_thread_of_its_own(
     # more helper threads than cores libgomp stops spinning between ops (measured: the embedded
     # model 15-20 % slower when served than called directly).
     model_id = tiny_model_ids["sd"]
-    seen: dict[str, int] = {}
+    loads: list[int] = []
+    denoises: list[int] = []
     build = loading.build_pipeline
 
     def watched_build(*args: Any, **kwargs: Any) -> Any:
-        seen["load"] = threading.get_ident()
+        loads.append(threading.get_ident())
         return build(*args, **kwargs)
+
+    def watch_denoise(*_: Any) -> None:
+        denoises.append(threading.get_ident())
 
     monkeypatch.setattr(loading, "build_pipeline", watched_build)
     settings = Settings(model_dirs=[tiny_model_root], preload=[], batch_wait_ms=0)
@@ -127,15 +131,13 @@ async def test_a_model_loads_and_generates_on_one_thread_of_its_own(
     try:
         await engine.load(model_id)
         loaded = await manager.load(model_id)  # already loaded: the same instance
-
-        def watch_denoise(*_: Any) -> None:
-            seen.setdefault("denoise", threading.get_ident())
-
         loaded.pipeline.unet.register_forward_pre_hook(watch_denoise)
         request = make(engine, settings, model_id, 1)
         await engine.generate(request, client_id="c", wait_for_model=True)
+        manager.run_batch(loaded, [request])  # a direct caller (CLI, evaluator) hops there too
     finally:
         await engine.close()
-    assert seen["load"] == seen["denoise"] != threading.get_ident()
-    with pytest.raises(RuntimeError):  # unloading let the thread (and its OpenMP team) go
-        loaded.thread.submit(int)
+    assert len(loads) == 1 and loads[0] != threading.get_ident()
+    assert set(denoises) == {loads[0]}
+    with pytest.raises(GenerationFailed, match="unloaded"):  # the thread went with the model
+        manager.run_batch(loaded, [request])
