@@ -25,7 +25,7 @@ import torch
 
 from imagine.engine.base import ModelInfo
 from imagine.errors import GenerationFailed, ModelLoadFailed
-from imagine.models import loading
+from imagine.models import cpu_runtime, loading
 from imagine.models.registry import ModelRegistry, ResolvedModel
 from imagine.models.spec import FamilySpec
 from imagine.models.timing import StageClock
@@ -100,10 +100,7 @@ class ModelManager:
         self._registry = registry or ModelRegistry(settings=settings)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
-        # Subnormal floats run through a slow path on x86 CPUs; flushing them to zero changes no
-        # image visibly and made the served embedded model 25 % slower than a direct pipeline
-        # call before it was set (bench/overhead.py). Process-wide, so set by the one owner.
-        torch.set_flush_denormal(True)
+        cpu_runtime.configure()  # denormals and malloc thresholds: see that module
 
     # --- describing ---------------------------------------------------------------------
 
