@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     queue_size: int = 64  # per model
     per_client_queue: int = 16  # queued requests one token/client may hold
     max_batch_size: int = 8
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = 20.0
     request_timeout_s: float = 600.0
     # Largest sum of width×height one pipeline call may hold (0 = no limit): bounds activation
     # memory. A single request above it is refused with 400; batches are cut to fit it.
