@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from imagine.request import GenerationRequest
 
+if TYPE_CHECKING:  # a contract module: importing it must not import torch (the HTTP edge uses it)
+    import torch
+
+    from imagine.models.preview import PreviewSpec
+
 # Builds the keyword arguments of one pipeline call for a batch of compatible requests
 # (same batch_key). The generators list has one CPU generator per request, seeded from it.
-CallKwargsBuilder = Callable[[Sequence[GenerationRequest], list[torch.Generator]], dict[str, Any]]
+CallKwargsBuilder = Callable[[Sequence[GenerationRequest], "list[torch.Generator]"], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,9 @@ class FamilySpec:
     preferred_dtype: str = "float16"
     # Parts a model may be served without, by the name settings use: e.g. SD3's "t5".
     optional_parts: Mapping[str, OptionalPart] = field(default_factory=dict)
+    # How to draw a live preview of the x0 estimate mid-generation (imagine/models/preview.py);
+    # None: no previews for this family.
+    preview: PreviewSpec | None = None
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call (one generator each)."""
@@ -68,3 +74,14 @@ class FamilySpec:
             request.negative_prompt is None,
             request.extras,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What validation and `GET /models/{id}/info` need to know about a model, without loading
+    it."""
+
+    model_id: str
+    spec: FamilySpec  # the family spec with this model's overrides applied (e.g. LCM-LoRA defaults)
+    revision: str
+    state: str  # "unloaded" | "loading" | "ready" | "failed"

@@ -9,6 +9,7 @@ from imagine.models.families._common import (
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
+from imagine.models.preview import FLUX
 from imagine.models.spec import FamilySpec
 
 SPEC = FamilySpec(
@@ -28,4 +29,5 @@ SPEC = FamilySpec(
     build_call_kwargs=standard_call_kwargs,
     negative_prompt_scale="true_cfg_scale",
     preferred_dtype="bfloat16",
+    preview=FLUX,
 )

@@ -7,6 +7,7 @@ from imagine.models.families._common import (
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
+from imagine.models.preview import SD15
 from imagine.models.spec import FamilySpec
 
 SPEC = FamilySpec(
@@ -25,4 +26,5 @@ SPEC = FamilySpec(
     default_scheduler="EulerDiscreteScheduler",
     max_prompt_tokens=77,
     build_call_kwargs=standard_call_kwargs,
+    preview=SD15,
 )

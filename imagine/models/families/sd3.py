@@ -8,6 +8,7 @@ from imagine.models.families._common import (
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
+from imagine.models.preview import SD3
 from imagine.models.spec import FamilySpec, OptionalPart
 
 SPEC = FamilySpec(
@@ -29,4 +30,5 @@ SPEC = FamilySpec(
     optional_parts={
         "t5": OptionalPart(components=("text_encoder_3", "tokenizer_3"), max_prompt_tokens=77)
     },
+    preview=SD3,
 )

@@ -8,6 +8,7 @@ spec as is for the embedded model (no per-folder overrides).
 from __future__ import annotations
 
 from imagine.models.families._common import EULER_SCHEDULERS, standard_call_kwargs
+from imagine.models.preview import PIXELS
 from imagine.models.spec import FamilySpec
 
 MODEL_ID = "imagine/shapes"
@@ -39,4 +40,5 @@ SPEC = FamilySpec(
     max_prompt_tokens=24,  # the tokenizer's model_max_length (build.MAX_TOKENS)
     build_call_kwargs=standard_call_kwargs,
     preferred_dtype="float32",  # tiny model: half precision buys nothing and risks NaNs
+    preview=PIXELS,
 )
