@@ -1,19 +1,23 @@
 """The error tree, defined once and free of HTTP.
 
-    ImagineError
-    ├── ClientError                 the caller can fix it
-    │   ├── InvalidRequest          a field is missing, malformed or out of range   → 400
-    │   ├── Unauthorized            missing or wrong bearer token                   → 401
-    │   └── ModelNotFound           the id resolves to nothing loadable              → 404
-    ├── Overloaded                  queue full / per-client cap; has retry_after     → 429
-    ├── ModelLoading                still loading; has estimated_time                → 503
-    └── ServerError                 our fault or the model's
-        ├── ModelLoadFailed         the model could not be loaded (names the cause)  → 500
-        └── GenerationFailed        the pipeline raised while generating             → 500
+    ImagineError                what                                     status  code
+    ├── ClientError             the caller can fix it
+    │   ├── InvalidRequest      a field is malformed or out of range         400  invalid_request
+    │   ├── Unauthorized        missing or wrong bearer token                401  unauthorized
+    │   ├── ModelNotFound       the id resolves to nothing loadable          404  model_not_found
+    │   ├── JobNotFound         no such job (or not the caller's)            404  job_not_found
+    │   └── JobExpired          the job's results passed their TTL           410  job_expired
+    ├── Canceled                the job was canceled                         499  canceled
+    ├── Overloaded              queue full / per-client cap; retry_after     429  overloaded
+    ├── ModelLoading            still loading; has estimated_time            503  model_loading
+    └── ServerError             our fault or the model's                     500  server_error
+        ├── ModelLoadFailed     the model could not be loaded (the cause)    500  model_load_failed
+        └── GenerationFailed    the pipeline raised while generating         500  generation_failed
 
-`imagine.http.errors` maps these to status codes in one table. Messages are written for the
-client: they name the field, the value and the allowed range, and never carry a stack trace or
-a secret.
+Each class carries a stable machine `code` (the right-hand column) that every protocol renders
+in its own envelope; `imagine.http.errors` maps classes to status codes in one table. Messages
+are written for the client: they name the field, the value and the allowed range, and never
+carry a stack trace or a secret.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 class ImagineError(Exception):
     """Base of every error imagine raises on purpose."""
+
+    code = "error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -30,9 +36,13 @@ class ImagineError(Exception):
 class ClientError(ImagineError):
     """The request cannot be served as sent."""
 
+    code = "client_error"
+
 
 class InvalidRequest(ClientError):
     """A field is missing, malformed or out of range."""
+
+    code = "invalid_request"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -42,13 +52,37 @@ class InvalidRequest(ClientError):
 class Unauthorized(ClientError):
     """Tokens are configured and the request carries none or a wrong one."""
 
+    code = "unauthorized"
+
 
 class ModelNotFound(ClientError):
     """The model id resolves to nothing this server can load."""
 
+    code = "model_not_found"
+
+
+class JobNotFound(ClientError):
+    """No job with this id, or one the caller may not see (the same answer, on purpose)."""
+
+    code = "job_not_found"
+
+
+class JobExpired(ClientError):
+    """The job existed, but its results passed their TTL and were deleted."""
+
+    code = "job_expired"
+
+
+class Canceled(ImagineError):
+    """The job was canceled before it finished (by its owner, or its client went away)."""
+
+    code = "canceled"
+
 
 class Overloaded(ImagineError):
     """Admission control refused the request; the client should retry later."""
+
+    code = "overloaded"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -57,6 +91,8 @@ class Overloaded(ImagineError):
 
 class ModelLoading(ImagineError):
     """The model is loading and the client did not ask to wait."""
+
+    code = "model_loading"
 
     def __init__(self, model_id: str, *, estimated_time: float) -> None:
         super().__init__(f"Model {model_id} is currently loading")
@@ -67,10 +103,16 @@ class ModelLoading(ImagineError):
 class ServerError(ImagineError):
     """Something failed on our side."""
 
+    code = "server_error"
+
 
 class ModelLoadFailed(ServerError):
     """Loading the model raised; the message names the cause."""
 
+    code = "model_load_failed"
+
 
 class GenerationFailed(ServerError):
     """The pipeline raised while generating."""
+
+    code = "generation_failed"

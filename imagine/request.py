@@ -12,12 +12,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 from PIL import Image
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+
+
+class JobState(StrEnum):
+    """A request's lifecycle: queued → running → succeeded | failed | canceled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +62,13 @@ class GenerationRequest:
         d["extras"] = dict(self.extras)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationRequest:
+        """The inverse of `dataclasses.asdict` (how the job store keeps a request)."""
+        d = dict(d)
+        d["extras"] = tuple(tuple(pair) for pair in d.get("extras", ()))
+        return cls(**d)
+
     def cache_key(self) -> str:
         """A stable hash of everything that determines the output bytes."""
         blob = json.dumps(asdict(self), sort_keys=True, default=str, separators=(",", ":"))
@@ -61,3 +84,24 @@ class GenerationResult:
     # Seconds per stage, e.g.
     # {"queue": .., "text_encoding": .., "denoising": .., "decoding": .., "total": ..}
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What a request's step observer hears after each denoising step of its pipeline call."""
+
+    step: int  # steps done, 1-based
+    total: int
+    # Renders this request's current x0 estimate as a small RGB image (longer side <= the
+    # argument), or None when the family has no preview. Call it only on the model's thread,
+    # inside the observer: it reads the pipeline's live tensors.
+    preview: Callable[[int], Image.Image | None]
+
+
+# Called on the model's thread after every denoising step, once per request of the call; returns
+# True when that request wants the call stopped. The call stops once every request says so.
+StepObserver = Callable[[StepInfo], bool]
+
+
+def no_preview(max_side: int) -> None:
+    return None

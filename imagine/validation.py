@@ -22,8 +22,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from imagine.engine.base import ModelInfo
 from imagine.errors import InvalidRequest
+from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, OutputFormat
 from imagine.settings import Settings
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from imagine import cli
 from imagine.imaging import read_parameters
-from tests.http.fakes import FakeEngine, fake_build_request
+from tests.http.fakes import FakeEngine
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,7 @@ def test_serve_refuses_public_bind_without_tokens(capsys: pytest.CaptureFixture[
 
 
 class _FakeManager:
-    """Stands in for ModelManager in `generate`: describe / load / run_batch with `interrupt`."""
+    """Stands in for ModelManager in `generate`: describe / load / run_batch with observers."""
 
     def __init__(self, *, settings: Any) -> None:
         self.engine = FakeEngine(models=("imagine/shapes", "org/model"))
@@ -68,11 +68,14 @@ class _FakeManager:
     async def load(self, model_id: str) -> str:
         return model_id
 
-    def run_batch(self, model: str, requests: list[Any], *, interrupt: Any) -> list[Any]:
+    def run_batch(self, model: str, requests: list[Any], *, observers: Any) -> list[Any]:
         import asyncio
 
-        for _ in range(requests[0].num_inference_steps):
-            assert interrupt() is False
+        from imagine.request import StepInfo, no_preview
+
+        total = requests[0].num_inference_steps
+        for n in range(1, total + 1):
+            assert [observe(StepInfo(n, total, no_preview)) for observe in observers] == [False]
         return [
             asyncio.run(self.engine.generate(requests[0], client_id="cli", wait_for_model=True))
         ]
@@ -82,10 +85,8 @@ def test_generate_writes_an_image_with_parameters(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import imagine.models.manager as manager_mod
-    import imagine.validation as validation_mod
 
     monkeypatch.setattr(manager_mod, "ModelManager", _FakeManager)
-    monkeypatch.setattr(validation_mod, "build_request", fake_build_request)
     out = tmp_path / "out.webp"
     argv = ["generate", "a cube", "-o", str(out), "--model", "org/model", "--seed", "5"]
     argv += ["--steps", "3", "--width", "40", "--height", "24", "--negative-prompt", "dark"]

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from imagine.engine.base import ModelInfo
 from imagine.errors import InvalidRequest
 from imagine.models.families import FAMILIES
+from imagine.models.spec import ModelInfo
 from imagine.settings import Settings
 from imagine.validation import MAX_SEED, build_request
 

@@ -3,59 +3,18 @@
 One `RequestQueue` per model, owned by the engine and drained by that model's worker. Order is
 first come, first served; a request is refused at once (Overloaded, never an unbounded wait)
 when the model's queue holds `capacity` requests or its client already holds `per_client`.
+Every change tells the queued jobs their 1-based position and an ETA from the measured batch
+time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import threading
-import time
 from collections import Counter
-from collections.abc import Hashable, Iterator
-from dataclasses import dataclass, field
 
+from imagine.engine.job import Job
 from imagine.errors import Overloaded
-from imagine.request import GenerationRequest, GenerationResult
-
-
-@dataclass(eq=False, slots=True)
-class Pending:
-    """One admitted request and the future its caller awaits."""
-
-    request: GenerationRequest
-    client_id: str
-    key: Hashable  # spec.batch_key(request): equal keys may share one pipeline call
-    future: asyncio.Future[GenerationResult]
-    enqueued_at: float = field(default_factory=time.monotonic)
-    cancelled: bool = False  # the awaiting task was cancelled; drop, never deliver
-    batch: Batch | None = None  # set when a worker takes it
-
-    def cancel(self) -> None:
-        """Mark cancelled; interrupt the running batch once every request in it is cancelled.
-
-        A batch shared with live requests keeps running (their images must not change); the
-        cancelled request's result is simply dropped."""
-        self.cancelled = True
-        if self.batch is not None and all(p.cancelled for p in self.batch.items):
-            self.batch.interrupt.set()
-
-    @property
-    def pixels(self) -> int:
-        return self.request.width * self.request.height
-
-    @property
-    def live(self) -> bool:
-        return not self.cancelled and not self.future.done()
-
-
-@dataclass(eq=False, slots=True)
-class Batch:
-    """Requests sharing one pipeline call, and the flag that interrupts it."""
-
-    items: list[Pending]
-    interrupt: threading.Event = field(default_factory=threading.Event)
-    started_at: float = field(default_factory=time.monotonic)
 
 
 class BatchTimer:
@@ -94,22 +53,25 @@ class RequestQueue:
         self.max_batch_size = max_batch_size
         self.timer = BatchTimer()
         self.changed = asyncio.Event()
-        self._items: list[Pending] = []
+        self._items: list[Job] = []
         self._per_client: Counter[str] = Counter()
+        # Seconds until the running batch ends (the worker updates it): part of a queued ETA.
+        self.running_remaining_s = 0.0
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def __iter__(self) -> Iterator[Pending]:
-        return iter(list(self._items))
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained by one batch-worth, at least 1."""
         batches_ahead = math.ceil((len(self._items) + 1) / self.max_batch_size)
         return max(1.0, round(batches_ahead * self.timer.average_s, 1))
 
-    def push(self, pending: Pending) -> None:
-        """Admit `pending` at the tail. Raises Overloaded when the queue or the client is full."""
+    def push(self, pending: Job, *, force: bool = False) -> None:
+        """Admit `pending` at the tail. Raises Overloaded when the queue or the client is full,
+        unless `force` (jobs accepted before a restart are queued again whatever the load)."""
+        if force:
+            self._admit(pending)
+            return
         if len(self._items) >= self.capacity:
             raise Overloaded(
                 f"the queue for model {self.model_id} is full ({self.capacity} requests); "
@@ -122,30 +84,43 @@ class RequestQueue:
                 f"{self.model_id} (the per-client limit); retry later",
                 retry_after=self.retry_after(),
             )
+        self._admit(pending)
+
+    def _admit(self, pending: Job) -> None:
         self._items.append(pending)
         self._per_client[pending.client_id] += 1
         self.changed.set()
+        self.renumber()
 
-    def remove(self, pending: Pending) -> bool:
+    def renumber(self) -> None:
+        """Tell every queued job its position and ETA: the running batch's remaining time plus
+        one average batch per batch ahead of it, its own included."""
+        for index, job in enumerate(self._items):
+            batches = index // self.max_batch_size + 1
+            eta = self.running_remaining_s + batches * self.timer.average_s
+            job.queued_at(index + 1, round(eta, 3))
+
+    def remove(self, pending: Job) -> bool:
         """Take `pending` out if still queued; True when it was."""
         try:
             self._items.remove(pending)
         except ValueError:
             return False
         self._forget(pending)
+        self.renumber()
         return True
 
-    def head(self) -> Pending | None:
+    def head(self) -> Job | None:
         """The oldest live request (dead ones at the front are discarded)."""
         while self._items and not self._items[0].live:
             self._forget(self._items.pop(0))
         return self._items[0] if self._items else None
 
-    def compatible(self, head: Pending, *, max_size: int, max_pixels: int) -> list[Pending]:
+    def compatible(self, head: Job, *, max_size: int, max_pixels: int) -> list[Job]:
         """Live requests sharing head's key, oldest first (head included), within the limits.
 
         `max_pixels` (0 = no limit) bounds the sum of width×height over the batch."""
-        chosen: list[Pending] = []
+        chosen: list[Job] = []
         pixels = 0
         for item in self._items:
             if len(chosen) >= max_size:
@@ -158,18 +133,21 @@ class RequestQueue:
             pixels += item.pixels
         return chosen
 
-    def take(self, batch: list[Pending]) -> None:
+    def take(self, batch: list[Job]) -> None:
         """Remove the requests of a batch about to run."""
         for item in batch:
-            self.remove(item)
+            if item in self._items:
+                self._items.remove(item)
+                self._forget(item)
+        self.renumber()
 
-    def drain(self) -> list[Pending]:
+    def drain(self) -> list[Job]:
         """Remove and return everything queued (for failing them all)."""
         items, self._items = self._items, []
         self._per_client.clear()
         return items
 
-    def _forget(self, pending: Pending) -> None:
+    def _forget(self, pending: Job) -> None:
         self._per_client[pending.client_id] -= 1
         if self._per_client[pending.client_id] <= 0:
             del self._per_client[pending.client_id]

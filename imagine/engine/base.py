@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from imagine.models.spec import FamilySpec
+from imagine.engine.job import Job, PreviewPolicy
+from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, GenerationResult
 
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """What validation and `GET /models/{id}/info` need to know about a model, without loading
-    it."""
-
-    model_id: str
-    spec: FamilySpec  # the family spec with this model's overrides applied (e.g. LCM-LoRA defaults)
-    revision: str
-    state: str  # "unloaded" | "loading" | "ready" | "failed"
+__all__ = ["Engine", "ModelInfo"]
 
 
 class Engine(Protocol):
@@ -29,6 +20,19 @@ class Engine(Protocol):
 
     def describe(self, model_id: str) -> ModelInfo:
         """Resolve a model id without loading it. Raises ModelNotFound."""
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        client_id: str,
+        wait_for_model: bool,
+        previews: PreviewPolicy | None = None,
+        job_id: str | None = None,
+        force: bool = False,
+    ) -> Job:
+        """Admit one request and return its Job at once (see imagine.engine.job). Raises
+        ModelLoading (when not waiting), Overloaded (unless `force`), ModelLoadFailed."""
 
     async def generate(
         self, request: GenerationRequest, *, client_id: str, wait_for_model: bool

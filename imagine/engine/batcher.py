@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import time
 
-from imagine.engine.admission import Batch, Pending, RequestQueue
+from imagine.engine.admission import RequestQueue
+from imagine.engine.job import Batch, Job
 
 
 async def next_batch(
@@ -38,16 +39,13 @@ async def next_batch(
             await asyncio.wait_for(queue.changed.wait(), remaining)
 
 
-def _full(queue: RequestQueue, head: Pending, items: list[Pending], max_size: int) -> bool:
+def _full(queue: RequestQueue, head: Job, items: list[Job], max_size: int) -> bool:
     """No further request could join: the size cap is reached, or the pixel cap left one out."""
     if len(items) >= max_size:
         return True
     return len(queue.compatible(head, max_size=max_size, max_pixels=0)) > len(items)
 
 
-def _take(queue: RequestQueue, items: list[Pending]) -> Batch:
+def _take(queue: RequestQueue, items: list[Job]) -> Batch:
     queue.take(items)
-    batch = Batch(items=items)
-    for item in items:
-        item.batch = batch
-    return batch
+    return Batch(items=items)

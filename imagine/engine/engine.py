@@ -1,18 +1,19 @@
 """The engine: admission, per-model queues, dynamic batching, workers, loading and cancellation.
 
-    generate(request)
+    submit(request) → Job          (see imagine.engine.job for the lifecycle)
       ├─ size check                 InvalidRequest (400) above settings.max_batch_pixels
       ├─ model not ready, not waiting → load in the background, ModelLoading (503)
       ├─ RequestQueue.push          Overloaded (429) when the model's queue or the client is full
-      └─ await the request's future, settled by the model's Worker (batcher → run_batch thread)
+      └─ the model's Worker runs it (batcher → run_batch thread) and settles the Job
+    generate(request) = submit, then wait for the Job within settings.request_timeout_s
 
-Cancellation: cancelling the task that awaits `generate` removes a queued request at once. A
-request already running is marked cancelled and its result dropped; the pipeline call itself is
-interrupted (at the next denoising step) only when every request in its batch is cancelled, so
-the other requests of a shared batch are never touched.
+Cancellation: `Job.cancel()` removes a queued job at once. A running one is marked canceled and
+its result dropped; the pipeline call itself stops (at the next denoising step) only when every
+job of its batch is canceled, so the other jobs of a shared batch are never touched. Cancelling
+the task that awaits `generate` cancels its job.
 
-Timeout: a request still unanswered after settings.request_timeout_s is withdrawn the same way
-and raises Overloaded (if it never left the queue) or GenerationFailed (if it was running).
+Timeout: a `generate` still unanswered after settings.request_timeout_s cancels its job and
+raises Overloaded (if it never left the queue) or GenerationFailed (if it was running).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from imagine.engine.admission import Pending, RequestQueue
-from imagine.engine.base import ModelInfo
+from imagine.engine.admission import RequestQueue
+from imagine.engine.job import Job, PreviewPolicy
 from imagine.engine.ports import ManagerPort
 from imagine.engine.residency import ModelSlot, Residency, copy_error
 from imagine.errors import (
@@ -35,6 +36,7 @@ from imagine.errors import (
     Overloaded,
 )
 from imagine.metrics import Metrics
+from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, GenerationResult
 from imagine.settings import Settings
 
@@ -85,17 +87,23 @@ class Engine:
             return info
         return dataclasses.replace(info, state=slot.state)
 
-    async def generate(
-        self, request: GenerationRequest, *, client_id: str, wait_for_model: bool
-    ) -> GenerationResult:
-        """Generate one image.
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        client_id: str,
+        wait_for_model: bool,
+        previews: PreviewPolicy | None = None,
+        job_id: str | None = None,
+        force: bool = False,
+    ) -> Job:
+        """Admit one request and return its Job at once (call on the event loop).
 
         Raises InvalidRequest (too many pixels for the memory limit), ModelNotFound,
         ModelLoading (model not ready and `wait_for_model` False; a load is started),
-        ModelLoadFailed (the load this request waited for failed or, when not waiting, the
-        last load failed and no request has been told yet; the next request retries),
-        Overloaded (queue or per-client cap
-        full, or request_timeout_s passed in the queue), GenerationFailed.
+        ModelLoadFailed (when not waiting, the last load failed and no request has been told
+        yet; the next request retries), Overloaded (the model's queue or the client's share of
+        it is full; `force` skips these caps, for jobs accepted before a restart).
         """
         self._check_size(request)
         slot = self._slot(request.model_id)
@@ -109,44 +117,53 @@ class Engine:
                 request.model_id,
                 estimated_time=self._manager.estimated_load_time(request.model_id),
             )
-        loop = asyncio.get_running_loop()
-        pending = Pending(
-            request=request,
+        job = Job(
+            request,
             client_id=client_id,
             key=slot.spec.batch_key(request),
-            future=loop.create_future(),
+            previews=previews,
+            job_id=job_id,
         )
-        slot.queue.push(pending)
+        job.on_cancel = lambda j: self._withdraw(slot, j)
+        slot.queue.push(job, force=force)
         self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))
         if slot.worker is None:
             self._residency.ensure_loading(slot)
+        return job
+
+    async def generate(
+        self, request: GenerationRequest, *, client_id: str, wait_for_model: bool
+    ) -> GenerationResult:
+        """Submit one request and wait for its image. Raises what `submit` raises, then
+        Overloaded (request_timeout_s passed in the queue), GenerationFailed, or the job's
+        error; cancelling the awaiting task cancels the job."""
+        job = self.submit(request, client_id=client_id, wait_for_model=wait_for_model)
+        timeout = self._settings.request_timeout_s
         try:
-            async with asyncio.timeout(self._settings.request_timeout_s):
-                return await self._await(slot, pending)
+            async with asyncio.timeout(timeout):
+                return await job.wait()
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
         except TimeoutError:
-            if pending.batch is None:
+            started = job.batch is not None
+            job.cancel()
+            if not started:
                 raise Overloaded(
-                    f"the request waited {self._settings.request_timeout_s:g} s for model "
-                    f"{slot.model_id} without starting (request_timeout_s)",
-                    retry_after=slot.queue.retry_after(),
+                    f"the request waited {timeout:g} s for model {request.model_id} without "
+                    "starting (request_timeout_s)",
+                    retry_after=self._slot(request.model_id).queue.retry_after(),
                 ) from None
             raise GenerationFailed(
-                f"generation took longer than {self._settings.request_timeout_s:g} s "
-                "(request_timeout_s)"
+                f"generation took longer than {timeout:g} s (request_timeout_s)"
             ) from None
 
-    async def _await(self, slot: ModelSlot, pending: Pending) -> GenerationResult:
-        try:
-            return await pending.future
-        except asyncio.CancelledError:
-            if slot.queue.remove(pending):
-                where = "queued"
-                self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))
-            else:
-                where = "running"
-                pending.cancel()
-            self.metrics.cancelled.labels(model=slot.model_id, where=where).inc()
-            raise
+    def _withdraw(self, slot: ModelSlot, job: Job) -> None:
+        """A job was canceled: take it out of its queue, or let its batch know."""
+        where = "queued" if slot.queue.remove(job) else "running"
+        if where == "queued":
+            self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))
+        self.metrics.cancelled.labels(model=slot.model_id, where=where).inc()
 
     def health(self) -> dict[str, Any]:
         """Per-model state as the engine sees it, plus the manager's own report."""

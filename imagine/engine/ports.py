@@ -6,12 +6,14 @@ controllable latency and failures. Keeping the seam here means the engine import
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from imagine.engine.base import ModelInfo
-from imagine.request import GenerationRequest, GenerationResult
+from imagine.models.spec import ModelInfo
+from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver
+
+__all__ = ["ManagerPort", "StepInfo", "StepObserver", "model_bytes", "model_thread"]
 
 
 class ManagerPort(Protocol):
@@ -19,9 +21,6 @@ class ManagerPort(Protocol):
 
     def describe(self, model_id: str) -> ModelInfo:
         """Resolve without loading. Raises ModelNotFound."""
-
-    def state(self, model_id: str) -> str:
-        """unloaded | loading | ready | failed"""
 
     def estimated_load_time(self, model_id: str) -> float:
         """Seconds, from measured load times."""
@@ -35,10 +34,11 @@ class ManagerPort(Protocol):
         model: Any,
         requests: Sequence[GenerationRequest],
         *,
-        interrupt: Callable[[], bool] | None = None,
+        observers: Sequence[StepObserver] | None = None,
     ) -> list[GenerationResult]:
-        """BLOCKING: one output per input, in order. `interrupt` is polled once after every
-        denoising step (the engine counts steps by it); True stops the call."""
+        """BLOCKING: one output per input, in order. `observers[i]` is called after every
+        denoising step for request i (the engine counts steps by it); once all of them return
+        True the call stops (its outputs are then partial and discarded)."""
 
     def unload(self, model_id: str) -> None:
         """Release the model's pipeline."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from imagine.engine.admission import RequestQueue
 from imagine.engine.ports import ManagerPort, model_bytes
@@ -39,7 +39,6 @@ class ModelSlot:
     load_error: ImagineError | None = None  # the last load's failure, until the next attempt
     load_error_reported: bool = False  # a waiting request already received load_error
     memory_bytes: int = 0  # measured at the last successful load
-    load_attempts: int = field(default=0)
 
     @property
     def loading(self) -> bool:
@@ -81,7 +80,6 @@ class Residency:
             if slot.worker is not None:
                 return
             slot.load_error = None
-            slot.load_attempts += 1
             await self._make_room(exclude=slot, incoming=slot.memory_bytes)
             try:
                 loaded = await self._manager.load(slot.model_id)
@@ -108,9 +106,9 @@ class Residency:
         slot.load_error = error
         slot.load_error_reported = False
         self._metrics.model_loads.labels(model=slot.model_id, outcome="failed").inc()
-        for pending in slot.queue.drain():
-            if not pending.future.done():
-                pending.future.set_exception(copy_error(error))
+        for job in slot.queue.drain():
+            if job.live:
+                job.fail(copy_error(error))
                 slot.load_error_reported = True
         self._metrics.queue_depth.labels(model=slot.model_id).set(0)
 
@@ -192,9 +190,8 @@ class Residency:
         await asyncio.gather(*[t for t in tasks if t is not None], return_exceptions=True)
         for slot in self._slots.values():
             await self._evict(slot)
-            for pending in slot.queue.drain():
-                if not pending.future.done():
-                    pending.future.set_exception(GenerationFailed("the server is shutting down"))
+            for job in slot.queue.drain():
+                job.fail(GenerationFailed("the server is shutting down"))
         self._publish()
 
 

@@ -4,10 +4,11 @@ Every `run_batch` call of the worker's model runs on one thread: the one the man
 model on (`ports.model_thread`; see LoadedModel.thread for why), else a single-thread executor of
 the worker's own. So the pipeline never sees two calls at once and the event loop never runs
 model code.
-It pulls batches from its model's queue (see `batcher`), checks one output per input, and
-settles each request's future: a result, or a typed error (every request of a failed batch gets
-its own GenerationFailed, or the ServerError the manager raised). Denoising steps are counted as
-they run (the manager polls `interrupt` once per step), so an interrupted call's steps show too.
+It pulls batches from its model's queue (see `batcher`), marks each job running, hands the
+manager one step observer per job, checks one output per input, and settles each job: a result,
+or a typed error (every job of a failed batch gets its own GenerationFailed, or the ServerError
+the manager raised). Denoising steps are counted as they run (each observer call is one step of
+one image), so an interrupted call's steps show too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from imagine.engine.admission import Batch, Pending, RequestQueue
+from imagine.engine.admission import RequestQueue
 from imagine.engine.batcher import next_batch
-from imagine.engine.ports import ManagerPort, model_thread
+from imagine.engine.job import Batch, Job
+from imagine.engine.ports import ManagerPort, StepInfo, StepObserver, model_thread
 from imagine.errors import GenerationFailed, ServerError
 from imagine.metrics import Metrics
 from imagine.request import GenerationResult
@@ -80,7 +82,7 @@ class Worker:
         """Interrupt the running batch (its requests fail), stop the loop, and wait until the
         model thread is idle, so the caller may unload the pipeline safely."""
         if self.current is not None:
-            self.current.interrupt.set()
+            self.current.stopping.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -112,22 +114,33 @@ class Worker:
                 self._on_idle()
 
     async def _execute(self, batch: Batch) -> None:
-        live = [p for p in batch.items if p.live]
+        live = [job for job in batch.items if job.live]
         if not live:
             return
         batch.items = live
-        requests = [p.request for p in live]
+        requests = [job.request for job in live]
         started = time.monotonic()
-        for p in live:
-            self._metrics.queue_seconds.labels(model=self.model_id).observe(started - p.enqueued_at)
+        for job in live:
+            self._metrics.queue_seconds.labels(model=self.model_id).observe(
+                started - job.enqueued_at
+            )
+            job.started(batch)
+        self._queue.running_remaining_s = self._queue.timer.average_s
+        self._queue.renumber()
         steps = self._metrics.denoising_steps.labels(model=self.model_id)
 
-        def step_done() -> bool:  # run_batch polls this once after every denoising step
-            steps.inc(len(live))
-            return batch.interrupt.is_set()
+        def observer(job: Job) -> StepObserver:
+            def observe(info: StepInfo) -> bool:  # on the model thread, after every step
+                steps.inc()
+                return job.observe(info) or batch.stopping.is_set()
+
+            return observe
 
         call = self._executor.submit(
-            self._manager.run_batch, self.loaded, requests, interrupt=step_done
+            self._manager.run_batch,
+            self.loaded,
+            requests,
+            observers=[observer(job) for job in live],
         )
         try:
             results = await asyncio.wrap_future(call)
@@ -136,15 +149,20 @@ class Worker:
             raise
         except Exception as exc:  # any pipeline failure becomes a typed error per request
             self._metrics.batch_failures.labels(model=self.model_id).inc()
-            if batch.interrupt.is_set():
-                return  # every request was cancelled; nobody is waiting for an answer
+            if not any(job.live for job in live):
+                return  # every job was canceled; nobody is waiting for an answer
             log.exception("batch of %d failed on %s", len(live), self.model_id)
             _fail(live, _error_factory(exc))
             return
+        finally:
+            self._queue.running_remaining_s = 0.0
         elapsed = time.monotonic() - started
         self._queue.timer.record(elapsed)
-        if batch.interrupt.is_set():
-            return  # interrupted: outputs are partial; all requests were cancelled
+        if batch.stopping.is_set():
+            _fail(live, lambda: GenerationFailed("the server stopped this model while generating"))
+            return
+        if not any(job.live for job in live):
+            return  # interrupted: outputs are partial; every job was canceled
         problem = _check_outputs(live, results)
         if problem:
             log.error("%s on %s", problem, self.model_id)
@@ -157,13 +175,13 @@ class Worker:
             steps=requests[0].num_inference_steps,
             timings=results[0].timings,
         )
-        for p, result in zip(live, results, strict=True):
-            if p.live:
-                result.timings.setdefault("queue", started - p.enqueued_at)
-                p.future.set_result(result)
+        for job, result in zip(live, results, strict=True):
+            if job.live:
+                result.timings.setdefault("queue", started - job.enqueued_at)
+                job.succeed(result)
 
 
-def _check_outputs(batch: list[Pending], results: Any) -> str | None:
+def _check_outputs(batch: list[Job], results: Any) -> str | None:
     """One GenerationResult per input, in order; a description of the breach, else None."""
     if not isinstance(results, list) or len(results) != len(batch):
         n = len(results) if isinstance(results, list) else type(results).__name__
@@ -182,7 +200,6 @@ def _error_factory(exc: Exception) -> Callable[[], Exception]:
     return lambda: GenerationFailed(message)
 
 
-def _fail(batch: list[Pending], make: Callable[[], Exception]) -> None:
-    for p in batch:
-        if not p.future.done():
-            p.future.set_exception(make())
+def _fail(batch: list[Job], make: Callable[[], Exception]) -> None:
+    for job in batch:
+        job.fail(make())

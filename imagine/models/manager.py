@@ -11,6 +11,7 @@ requests never leak into each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -23,13 +24,13 @@ from typing import Any
 import diffusers
 import torch
 
-from imagine.engine.base import ModelInfo
 from imagine.errors import GenerationFailed, ModelLoadFailed
 from imagine.models import cpu_runtime, loading
+from imagine.models.preview import PreviewTap
 from imagine.models.registry import ModelRegistry, ResolvedModel
-from imagine.models.spec import FamilySpec
+from imagine.models.spec import FamilySpec, ModelInfo
 from imagine.models.timing import StageClock
-from imagine.request import GenerationRequest, GenerationResult
+from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver, no_preview
 from imagine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -245,20 +246,21 @@ class ModelManager:
         model: LoadedModel,
         requests: Sequence[GenerationRequest],
         *,
-        interrupt: Callable[[], bool] | None = None,
+        observers: Sequence[StepObserver] | None = None,
     ) -> list[GenerationResult]:
         """Run one pipeline call for `requests` (all with the same spec.batch_key). BLOCKING.
 
         One CPU generator per request, seeded with request.seed, so each image is what it would
-        be alone. `interrupt` is polled after every denoising step; when it returns True the
-        pipeline stops denoising (it still decodes) and the caller discards the results.
+        be alone. `observers[i]` hears request i's every denoising step (with a preview of its
+        x0 estimate on demand); once all of them return True the pipeline stops denoising (it
+        still decodes) and the caller discards the results.
         Raises GenerationFailed when the pipeline raises; ValueError for a mixed batch (a bug).
         Runs on the model's own thread (LoadedModel.thread), hopping there when called elsewhere.
         """
         if model.thread is not None and threading.get_ident() != model.thread_ident:
             # Called from elsewhere (the CLI, the evaluator, a test): hop onto the model's thread.
             try:
-                call = model.thread.submit(self.run_batch, model, requests, interrupt=interrupt)
+                call = model.thread.submit(self.run_batch, model, requests, observers=observers)
             except RuntimeError:  # the thread is shut down: the model was unloaded
                 raise GenerationFailed(f"Model {model.model_id} was unloaded") from None
             return call.result()
@@ -275,7 +277,7 @@ class ModelManager:
             pipe = model.pipeline
             if pipe is None:
                 raise GenerationFailed(f"Model {model.model_id} was unloaded")
-            return self._call(model, pipe, requests, interrupt)
+            return self._call(model, pipe, requests, observers)
         finally:
             model.busy.release()
 
@@ -284,23 +286,37 @@ class ModelManager:
         model: LoadedModel,
         pipe: Any,
         requests: Sequence[GenerationRequest],
-        interrupt: Callable[[], bool] | None,
+        observers: Sequence[StepObserver] | None,
     ) -> list[GenerationResult]:
         spec = model.resolved.spec
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         assert spec.build_call_kwargs is not None
         kwargs = spec.build_call_kwargs(requests, generators)
         clock = StageClock(pipe)
+        first = requests[0]
+        total = first.num_inference_steps
+        tap: Any = None
 
         def on_step_end(p: Any, step: int, timestep: Any, cb_kwargs: dict[str, Any]) -> dict:
             clock.step_done()
-            if interrupt is not None and interrupt():
-                p._interrupt = True  # diffusers skips the remaining steps, then decodes
+            if observers:
+                stops = [
+                    observe(StepInfo(step + 1, total, _row_preview(tap, row)))
+                    for row, observe in enumerate(observers)
+                ]
+                if all(stops):
+                    p._interrupt = True  # diffusers skips the remaining steps, then decodes
             return cb_kwargs
 
         try:
-            pipe.scheduler = model.scheduler_for(requests[0].scheduler)
-            with clock:
+            pipe.scheduler = model.scheduler_for(first.scheduler)
+            preview = spec.preview if observers else None
+            tap = (
+                PreviewTap(pipe, preview, height=first.height, width=first.width)
+                if preview
+                else None
+            )
+            with clock, tap or contextlib.nullcontext():
                 output = pipe(**kwargs, callback_on_step_end=on_step_end)
         except Exception as exc:
             # After validation, anything the pipeline raises (ValueError included) is our bug
@@ -321,6 +337,13 @@ class ModelManager:
             GenerationResult(request=r, image=img, timings=dict(timings))
             for r, img in zip(requests, images, strict=True)
         ]
+
+
+def _row_preview(tap: Any, row: int) -> Callable[[int], Any]:
+    """Request `row`'s preview renderer for StepInfo: the tap's latest x0 estimate."""
+    if tap is None:
+        return no_preview
+    return lambda max_side: tap.image(row, max_side=max_side)
 
 
 def _model_thread(model_id: str) -> ThreadPoolExecutor:

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from imagine.engine.base import ModelInfo
 from imagine.errors import ModelLoadFailed, ModelNotFound
-from imagine.models.spec import FamilySpec
-from imagine.request import GenerationRequest, GenerationResult
+from imagine.models.spec import FamilySpec, ModelInfo
+from imagine.request import (
+    GenerationRequest,
+    GenerationResult,
+    StepInfo,
+    StepObserver,
+    no_preview,
+)
 
 SPEC = FamilySpec(
     name="fake",
@@ -124,7 +129,7 @@ class FakeManager:
         model: FakeLoaded,
         requests: Sequence[GenerationRequest],
         *,
-        interrupt: Callable[[], bool] | None = None,
+        observers: Sequence[StepObserver] | None = None,
     ) -> list[GenerationResult]:
         call = Call(model.model_id, list(requests), threading.get_ident())
         with self._lock:
@@ -134,15 +139,23 @@ class FakeManager:
         try:
             self.calls.append(call)
             self._loop.call_soon_threadsafe(self.started.put_nowait, call)
+            total = requests[0].num_inference_steps
+
+            def step(n: int) -> bool:  # every observer hears the step, as in the real manager
+                stops = [observe(StepInfo(n, total, no_preview)) for observe in observers or ()]
+                return bool(stops) and all(stops)
+
             if self.hold_batches:
-                # each wait is one "denoising step": poll the interrupt like the real manager
+                # each wait is one "denoising step": tell the observers like the real manager
+                n = 0
                 while not self._batch_gate.wait(0.002):
-                    if interrupt is not None and interrupt():
+                    n += 1
+                    if step(min(n, total)):
                         call.interrupted = True
                         break
-            elif interrupt is not None:  # one poll per step, as the real manager does
-                for _ in range(requests[0].num_inference_steps):
-                    if interrupt():
+            else:
+                for n in range(1, total + 1):
+                    if step(n):
                         call.interrupted = True
                         break
             if self.batch_error is not None and any(r.seed in self.fail_seeds for r in requests):

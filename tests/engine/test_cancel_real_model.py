@@ -4,14 +4,14 @@ A running request cancelled alone stops its pipeline call at the next denoising 
 freed worker serves the next request with the pixels a fresh engine gives. A request cancelled
 while it shares a batch leaves the call alone: the other request gets its own image.
 
-The manager below is the real one; it only watches the `interrupt` poll (once per denoising step)
+The manager below is the real one; it only watches the step observers (once per denoising step)
 to count steps and to announce, through an asyncio queue, that a call is denoising. No sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ import pytest
 
 from imagine.engine.engine import Engine
 from imagine.models.manager import ModelManager
-from imagine.request import GenerationRequest, GenerationResult
+from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver
 from imagine.settings import Settings
 from imagine.validation import build_request
 
@@ -37,7 +37,7 @@ class WatchedCall:
 
     seeds: list[int]
     steps: int = 0  # denoising steps run so far
-    interrupted: bool = False  # the interrupt poll answered True
+    interrupted: bool = False  # every observer asked the call to stop
 
 
 class StepWatchingManager(ModelManager):
@@ -55,20 +55,29 @@ class StepWatchingManager(ModelManager):
         model: Any,
         requests: Sequence[GenerationRequest],
         *,
-        interrupt: Callable[[], bool] | None = None,
+        observers: Sequence[StepObserver] | None = None,
     ) -> list[GenerationResult]:
         call = WatchedCall(seeds=[r.seed for r in requests])
         self.calls.append(call)
+        stops: list[bool] = []
 
-        def watched() -> bool:
-            call.steps += 1
-            if call.steps == 1:
-                self._loop.call_soon_threadsafe(self.denoising.put_nowait, call)
-            stop = interrupt is not None and interrupt()
-            call.interrupted |= stop
-            return stop
+        def watch(observe: StepObserver) -> StepObserver:
+            def watched(info: StepInfo) -> bool:
+                stop = observe(info)
+                stops.append(stop)
+                if len(stops) == len(requests):  # every request heard this step: one step done
+                    call.steps += 1
+                    call.interrupted |= all(stops)
+                    stops.clear()
+                    if call.steps == 1:
+                        self._loop.call_soon_threadsafe(self.denoising.put_nowait, call)
+                return stop
 
-        return super().run_batch(model, requests, interrupt=watched)
+            return watched
+
+        watchers = [watch(observe) for observe in observers or ()]
+        result = super().run_batch(model, requests, observers=watchers)
+        return result
 
 
 def settings_for(root: Path, **overrides: Any) -> Settings:
