@@ -18,8 +18,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagine.errors import (
+    Canceled,
     ImagineError,
     InvalidRequest,
+    JobExpired,
+    JobNotFound,
     ModelLoadFailed,
     ModelLoading,
     ModelNotFound,
@@ -28,7 +31,14 @@ from imagine.errors import (
     Unauthorized,
 )
 
-__all__ = ["STATUS", "error_response", "install_error_handlers", "internal_error_response"]
+__all__ = [
+    "STATUS",
+    "error_headers",
+    "error_response",
+    "install_error_handlers",
+    "internal_error_response",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,9 @@ STATUS: dict[type[ImagineError], int] = {
     InvalidRequest: 400,
     Unauthorized: 401,
     ModelNotFound: 404,
+    JobNotFound: 404,
+    JobExpired: 410,
+    Canceled: 499,  # the client's own cancel (nginx's "client closed request")
     Overloaded: 429,
     ModelLoading: 503,
     ModelLoadFailed: 500,
@@ -53,17 +66,22 @@ def status_for(exc: ImagineError) -> int:
     return 500
 
 
+def error_headers(exc: ImagineError) -> dict[str, str]:
+    """The headers an error carries whatever the API: Retry-After, WWW-Authenticate."""
+    if isinstance(exc, Overloaded):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
 def error_response(exc: ImagineError, *, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON response for one error of the tree."""
+    """The HF API's JSON response for one error of the tree: `{"error": "<message>"}`."""
     status = status_for(exc)
     body: dict[str, Any] = {"error": exc.message}
-    out_headers = dict(headers or {})
     if isinstance(exc, ModelLoading):
         body["estimated_time"] = float(exc.estimated_time)
-    elif isinstance(exc, Overloaded):
-        out_headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    elif isinstance(exc, Unauthorized):
-        out_headers["WWW-Authenticate"] = "Bearer"
+    out_headers = {**(headers or {}), **error_headers(exc)}
     return JSONResponse(body, status_code=status, headers=out_headers)
 
 

@@ -9,8 +9,8 @@
 
 (`/health` and `/metrics` are in `monitoring`.)
 
-One POST: auth → parse body → negotiate format → describe + validate (worker thread) → cache
-get → engine.generate (cancelled when the client goes away) → encode (worker thread) → cache put.
+One POST: auth → parse body (imagine.protocols.hf) → negotiate format → the service layer
+(validate → cache → engine → encode → cache put; cancelled when the client goes away).
 Every POST's outcome (its status code) is counted in the engine's metrics, when it has them.
 """
 
@@ -22,17 +22,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from imagine import imaging
 from imagine.errors import ImagineError, ModelNotFound
 from imagine.http.errors import error_response, internal_error_response
 from imagine.http.monitoring import record_request
 from imagine.http.state import ServerState
 from imagine.protocols.hf import negotiate_format, parse_body, parse_bool_header
-from imagine.request import GenerationRequest, GenerationResult, OutputFormat
+from imagine.service import EncodedImage
 
 __all__ = ["router"]
 
@@ -67,7 +65,7 @@ async def model_info(request: Request, model_id: str) -> JSONResponse:
     state = _state(request)
     try:
         _client_id(request, state)
-        info = await anyio.to_thread.run_sync(state.engine.describe, _clean_model_id(model_id))
+        info = await state.images.describe(_clean_model_id(model_id))
     except ImagineError as exc:
         return error_response(exc)
     spec = info.spec
@@ -103,7 +101,7 @@ async def _status(request: Request, model_id: str) -> JSONResponse:
     state = _state(request)
     try:
         _client_id(request, state)
-        info = await anyio.to_thread.run_sync(state.engine.describe, _clean_model_id(model_id))
+        info = await state.images.describe(_clean_model_id(model_id))
     except ImagineError as exc:
         return error_response(exc)
     return JSONResponse(
@@ -118,7 +116,7 @@ async def _status(request: Request, model_id: str) -> JSONResponse:
 
 @dataclass(slots=True)
 class _Resolved:
-    """The model id once the engine has resolved it (the metrics label), else None."""
+    """The model id once validation has resolved it (the metrics label), else None."""
 
     model_id: str | None = None
 
@@ -147,62 +145,16 @@ async def _generate_or_raise(
     use_cache = _flag(request, "x-use-cache", wire.use_cache, default=True)
     wait = _flag(request, "x-wait-for-model", wire.wait_for_model, default=False)
     started = time.perf_counter()
-    gen = await anyio.to_thread.run_sync(
-        _build_request, state, model_id, wire.prompt, wire.parameters, fmt, resolved
-    )
-    key = gen.cache_key()
-    if state.cache is not None and use_cache:
-        hit = await state.cache.get(key)
-        if hit is not None:
-            return _image_response(
-                hit.body, hit.content_type, hit.seed, time.perf_counter() - started, state, "hit"
-            )
-    result = await _unless_disconnected(
-        request, state.engine.generate(gen, client_id=client_id, wait_for_model=wait)
-    )
-    if result is None:  # the client went away; nobody reads this
-        return Response(status_code=499)
-    used = result.request
-    encode_started = time.perf_counter()
-    body = await anyio.to_thread.run_sync(imaging.encode, result.image, fmt, used.parameters())
-    timings = {**result.timings, "encoding": time.perf_counter() - encode_started}
-    content_type = imaging.CONTENT_TYPES[fmt]
-    if state.cache is not None:
-        from imagine.cache.base import CachedImage
-
-        await state.cache.put(
-            key, CachedImage(body=body, content_type=content_type, seed=used.seed)
-        )
-    return _image_response(
-        body,
-        content_type,
-        used.seed,
-        time.perf_counter() - started,
-        state,
-        "miss",
-        server_timing(timings),
-    )
-
-
-def _build_request(
-    state: ServerState,
-    model_id: str,
-    prompt: str,
-    parameters: dict[str, Any],
-    fmt: OutputFormat,
-    resolved: _Resolved,
-) -> GenerationRequest:
-    """Describe (may touch disk) and validate, in a worker thread."""
-    info = state.engine.describe(model_id)
+    info = await state.images.describe(model_id)
     resolved.model_id = info.model_id
-    return state.build_request(
-        model_id=model_id,
-        prompt=prompt,
-        parameters=parameters,
-        info=info,
-        settings=state.settings,
-        output_format=fmt,
+    gen = await state.images.validate(model_id, wire.prompt, wire.parameters, fmt, info=info)
+    image = await _unless_disconnected(
+        request,
+        state.images.generate(gen, client_id=client_id, use_cache=use_cache, wait_for_model=wait),
     )
+    if image is None:  # the client went away; nobody reads this
+        return Response(status_code=499)
+    return _image_response(image, time.perf_counter() - started, state)
 
 
 def _flag(request: Request, header: str, legacy: bool | None, *, default: bool) -> bool:
@@ -213,14 +165,14 @@ def _flag(request: Request, header: str, legacy: bool | None, *, default: bool) 
     return default if legacy is None else legacy
 
 
-async def _unless_disconnected(request: Request, work: Any) -> GenerationResult | None:
+async def _unless_disconnected(request: Request, work: Any) -> EncodedImage | None:
     """Await `work`; if the client disconnects first, cancel it and return None."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
-            result: GenerationResult = task.result()
+            result: EncodedImage = task.result()
             return result
         log.info("client disconnected; cancelling request %s", request.state.request_id)
         task.cancel()
@@ -261,24 +213,16 @@ def server_timing(timings: dict[str, float]) -> str:
     )
 
 
-def _image_response(
-    body: bytes,
-    content_type: str,
-    seed: int,
-    seconds: float,
-    state: ServerState,
-    cache: str,
-    timing: str = "",
-) -> Response:
+def _image_response(image: EncodedImage, seconds: float, state: ServerState) -> Response:
     headers = {
-        "x-seed": str(seed),
+        "x-seed": str(image.seed),
         "x-compute-time": f"{seconds:.3f}",
         "x-compute-type": state.compute_type,
-        "x-cache": cache,
+        "x-cache": image.cache,
     }
-    if timing:
-        headers["server-timing"] = timing
-    return Response(content=body, media_type=content_type, headers=headers)
+    if image.timings:
+        headers["server-timing"] = server_timing(image.timings)
+    return Response(content=image.body, media_type=image.content_type, headers=headers)
 
 
 async def _post_default(request: Request) -> Response:

@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from imagine.auth import TokenAuth
 from imagine.settings import Settings
 
-if TYPE_CHECKING:  # these import torch (through the family spec); the HTTP layer must not
-    from imagine.cache.base import ResultCache
-    from imagine.engine.base import Engine, ModelInfo
+if TYPE_CHECKING:
+    from imagine.engine.base import Engine
+    from imagine.jobs.service import JobService
     from imagine.metrics import Metrics
-    from imagine.request import GenerationRequest
+    from imagine.service import ImageService
 
-# imagine.validation.build_request's signature (keyword-only):
-# (model_id, prompt, parameters, info, settings, output_format) -> GenerationRequest
-BuildRequest = Callable[..., "GenerationRequest"]
-
-__all__ = ["BuildRequest", "ServerState", "compute_type", "default_build_request"]
-
-
-def default_build_request(
-    *,
-    model_id: str,
-    prompt: str,
-    parameters: dict[str, Any],
-    info: ModelInfo,
-    settings: Settings,
-    output_format: str,
-) -> GenerationRequest:
-    """`imagine.validation.build_request`, imported on first use (it imports torch)."""
-    from imagine.validation import build_request
-
-    return build_request(
-        model_id=model_id,
-        prompt=prompt,
-        parameters=parameters,
-        info=info,
-        settings=settings,
-        output_format=output_format,
-    )
+__all__ = ["ServerState", "compute_type"]
 
 
 def compute_type(settings: Settings) -> str:
@@ -60,8 +33,8 @@ def compute_type(settings: Settings) -> str:
 class ServerState:
     settings: Settings
     engine: Engine
-    cache: ResultCache | None
+    images: ImageService
     auth: TokenAuth
-    build_request: BuildRequest = default_build_request
+    jobs: JobService | None = None
     compute_type: str = field(default="cpu")
     metrics: Metrics | None = None  # the engine's, when it keeps them (served at /metrics)

@@ -10,7 +10,7 @@ import pytest
 
 from imagine.http.app import create_app
 from imagine.settings import Settings
-from tests.http.fakes import FakeEngine, fake_build_request
+from tests.http.fakes import FakeEngine
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ async def make_client(
     clients: list[httpx.AsyncClient] = []
 
     def make(*, cache: Any = None, settings: Settings = settings) -> httpx.AsyncClient:
-        app = create_app(settings, engine, cache, build_request=fake_build_request)
+        app = create_app(settings, engine, cache)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         client = httpx.AsyncClient(transport=transport, base_url="http://test")
         clients.append(client)

@@ -1,4 +1,4 @@
-"""A controllable fake engine and a stand-in validator, so route tests need no model."""
+"""A controllable fake engine, so route tests need no model (validation is the real one)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from typing import Any
 
 from PIL import Image
 
-from imagine.engine.base import ModelInfo
-from imagine.errors import InvalidRequest, ModelNotFound
+from imagine.errors import ModelNotFound
 from imagine.metrics import Metrics
-from imagine.models.spec import FamilySpec
+from imagine.models.spec import FamilySpec, ModelInfo
 from imagine.request import GenerationRequest, GenerationResult
-from imagine.settings import Settings
 
 FAKE_SPEC = FamilySpec(
     name="fake",
@@ -85,43 +83,3 @@ class FakeEngine:
     def health(self) -> dict[str, Any]:
         """The real engine's shape (trimmed): per-model state under `models`."""
         return {"models": {m: {"state": self.state} for m in self.models}}
-
-
-def fake_build_request(
-    *,
-    model_id: str,
-    prompt: str,
-    parameters: dict[str, Any],
-    info: ModelInfo,
-    settings: Settings,
-    output_format: str,
-) -> GenerationRequest:
-    """A small stand-in for imagine.validation.build_request (same signature)."""
-    spec = info.spec
-
-    def integer(name: str, default: int) -> int:
-        value = parameters.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise InvalidRequest(f"{name}: expected an integer, got {value!r}", field=name)
-        return int(value)
-
-    scheduler = parameters.get("scheduler") or spec.default_scheduler
-    if scheduler not in spec.schedulers:
-        allowed = ", ".join(spec.schedulers)
-        raise InvalidRequest(f"scheduler: {scheduler!r} not one of {allowed}", field="scheduler")
-    seed = parameters.get("seed")
-    return GenerationRequest(
-        model_id=model_id,
-        prompt=prompt,
-        negative_prompt=parameters.get("negative_prompt"),
-        width=integer("width", spec.default_width),
-        height=integer("height", spec.default_height),
-        num_inference_steps=integer("num_inference_steps", spec.default_steps),
-        guidance_scale=float(parameters.get("guidance_scale", spec.default_guidance)),
-        scheduler=scheduler,
-        seed=int(seed) if seed is not None else random.randrange(2**32),
-        output_format=output_format,  # type: ignore[arg-type]
-        model_revision=info.revision,
-    )

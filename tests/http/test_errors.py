@@ -18,7 +18,7 @@ from imagine.errors import (
 from imagine.http.app import create_app
 from imagine.metrics import Metrics
 from imagine.settings import Settings, hash_token
-from tests.http.fakes import FakeEngine, fake_build_request
+from tests.http.fakes import FakeEngine
 
 TOKEN = "s3cret-token-value"
 
@@ -53,7 +53,7 @@ async def test_400_names_the_field(
 
 
 async def test_fastapi_validation_errors_become_400_never_422(engine: FakeEngine) -> None:
-    app: FastAPI = create_app(Settings(), engine, build_request=fake_build_request)
+    app: FastAPI = create_app(Settings(), engine)
 
     @app.get("/typed")
     async def typed(n: int) -> dict[str, int]:
@@ -148,7 +148,7 @@ async def test_client_disconnect_cancels_generation(engine: FakeEngine) -> None:
     """Drive the ASGI app by hand: the body, then the peer goes away while generating."""
     engine.gate = asyncio.Event()
     engine.metrics = Metrics()
-    app = create_app(Settings(), engine, build_request=fake_build_request)
+    app = create_app(Settings(), engine)
     generating = asyncio.Event()
     original = engine.generate
 

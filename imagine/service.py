@@ -1,0 +1,138 @@
+"""The service layer: what every API does with a request, knowing no transport.
+
+    describe → validate → cache → engine → encode → cache put
+
+The HF routes, the job runner (imagine.jobs.service), the CLI and later adapters (OpenAI, A1111,
+a Ray ingress) call this; none of them repeats it. Validation and encoding run in worker threads
+(they may touch disk or take milliseconds), the engine on its own threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from imagine import imaging
+from imagine.cache.base import CachedImage, ResultCache
+from imagine.engine.base import Engine
+from imagine.models.spec import ModelInfo
+from imagine.request import GenerationRequest, GenerationResult, OutputFormat
+from imagine.settings import Settings
+
+__all__ = ["EncodedImage", "ImageService"]
+
+# imagine.validation.build_request's signature (keyword-only):
+# (model_id, prompt, parameters, info, settings, output_format) -> GenerationRequest
+BuildRequest = Callable[..., GenerationRequest]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """One finished image as every API hands it out."""
+
+    body: bytes
+    content_type: str
+    seed: int
+    cache: Literal["hit", "miss"]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+class ImageService:
+    """describe / validate / generate-with-cache / encode, over one engine and one cache."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        cache: ResultCache | None = None,
+        build_request: BuildRequest | None = None,
+    ) -> None:
+        if build_request is None:
+            from imagine.validation import build_request as real
+
+            build_request = real
+        self.settings = settings
+        self.engine = engine
+        self.cache = cache
+        self._build_request = build_request
+
+    async def describe(self, model_id: str) -> ModelInfo:
+        """Resolve a model id without loading it (may read disk). Raises ModelNotFound."""
+        return await anyio.to_thread.run_sync(self.engine.describe, model_id)
+
+    async def validate(
+        self,
+        model_id: str,
+        prompt: Any,
+        parameters: Mapping[str, Any],
+        output_format: OutputFormat = "png",
+        *,
+        info: ModelInfo | None = None,
+    ) -> GenerationRequest:
+        """The canonical request (against `info` when the caller already described the
+        model). Raises ModelNotFound, InvalidRequest (naming the field)."""
+
+        def build() -> GenerationRequest:
+            described = info or self.engine.describe(model_id)
+            return self._build_request(
+                model_id=described.model_id,
+                prompt=prompt,
+                parameters=dict(parameters),
+                info=described,
+                settings=self.settings,
+                output_format=output_format,
+            )
+
+        return await anyio.to_thread.run_sync(build)
+
+    async def cached(self, request: GenerationRequest) -> EncodedImage | None:
+        """The cached image of exactly this request, if any."""
+        if self.cache is None:
+            return None
+        hit = await self.cache.get(request.cache_key())
+        if hit is None:
+            return None
+        return EncodedImage(
+            body=hit.body, content_type=hit.content_type, seed=hit.seed, cache="hit"
+        )
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        client_id: str,
+        use_cache: bool = True,
+        wait_for_model: bool = False,
+    ) -> EncodedImage:
+        """One image, from the cache when allowed, else from the engine (then cached).
+        Raises what `Engine.generate` raises; cancelling the caller cancels the work."""
+        if use_cache:
+            hit = await self.cached(request)
+            if hit is not None:
+                return hit
+        result = await self.engine.generate(
+            request, client_id=client_id, wait_for_model=wait_for_model
+        )
+        return await self.encode(result)
+
+    async def encode(self, result: GenerationResult) -> EncodedImage:
+        """Encode a result in its request's format (parameters embedded) and cache it."""
+        used = result.request
+        started = time.perf_counter()
+        body = await anyio.to_thread.run_sync(
+            imaging.encode, result.image, used.output_format, used.parameters()
+        )
+        timings = {**result.timings, "encoding": time.perf_counter() - started}
+        content_type = imaging.CONTENT_TYPES[used.output_format]
+        if self.cache is not None:
+            await self.cache.put(
+                used.cache_key(), CachedImage(body=body, content_type=content_type, seed=used.seed)
+            )
+        return EncodedImage(
+            body=body, content_type=content_type, seed=used.seed, cache="miss", timings=timings
+        )
