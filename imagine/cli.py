@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int)
     gen.add_argument("--scheduler")
     gen.add_argument("--negative-prompt", dest="negative_prompt")
+    gen.add_argument(
+        "--server",
+        metavar="URL",
+        help="run on a running imagine server (a job; Ctrl-C cancels it) instead of in-process",
+    )
+    gen.add_argument("--token", help="bearer token for --server (default: $IMAGINE_TOKEN)")
 
     for name, help_text in (
         ("train-builtin", "train the embedded model"),
@@ -100,7 +106,12 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
     if args.model:
         overrides["preload"] = list(args.model)
         overrides["default_model"] = args.model[0]
-    return Settings.load(args.config, **overrides)
+    settings = Settings.load(args.config, **overrides)
+    if settings.data_dir is None:  # a served job store is durable by default
+        from imagine.jobs import default_data_dir
+
+        settings = settings.model_copy(update={"data_dir": default_data_dir()})
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -170,11 +181,13 @@ def _generate(args: argparse.Namespace) -> int:
     if fmt is None:
         print(f"imagine: output must end in {', '.join(_FORMATS)}", file=sys.stderr)
         return 2
-    settings = _generate_settings(args)
-    model_id = args.model or settings.default_model
     keys = ("num_inference_steps", "guidance_scale", "seed", "width", "height", "scheduler")
     parameters = {k: getattr(args, k) for k in (*keys, "negative_prompt")}
     parameters = {k: v for k, v in parameters.items() if v is not None}
+    if args.server:
+        return _generate_on_server(args, parameters, fmt)
+    settings = _generate_settings(args)
+    model_id = args.model or settings.default_model
     try:
         request, image = _generate_image(settings, model_id, args.prompt, parameters, fmt)
     except ImagineError as exc:
@@ -182,6 +195,32 @@ def _generate(args: argparse.Namespace) -> int:
         return 1
     args.output.write_bytes(imaging.encode(image, fmt, request.parameters()))  # type: ignore[arg-type]
     print(f"wrote {args.output} ({request.width}x{request.height}, seed {request.seed})")
+    return 0
+
+
+def _generate_on_server(args: argparse.Namespace, parameters: dict[str, Any], fmt: str) -> int:
+    import os
+
+    from imagine.remote import Failed, generate_remote
+    from imagine.settings import DEFAULT_MODEL
+
+    try:
+        final = generate_remote(
+            args.server,
+            model_id=args.model or DEFAULT_MODEL,
+            prompt=args.prompt,
+            parameters=parameters,
+            output=args.output,
+            fmt=fmt,
+            token=args.token or os.environ.get("IMAGINE_TOKEN"),
+        )
+    except Failed as exc:
+        print(f"imagine: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    seed = final["input"].get("seed", "random")
+    print(f"wrote {args.output} (job {final['id']}, seed {seed})")
     return 0
 
 
@@ -213,11 +252,11 @@ def _generate_image(
     model = asyncio.run(manager.load(model_id))
     with tqdm(total=request.num_inference_steps, desc="denoising", unit="step") as bar:
 
-        def step() -> bool:  # polled after every denoising step; never interrupts
-            bar.update(1)
+        def step(info: Any) -> bool:  # heard after every denoising step; never stops the call
+            bar.update(info.step - bar.n)
             return False
 
-        (result,) = manager.run_batch(model, [request], interrupt=step)
+        (result,) = manager.run_batch(model, [request], observers=[step])
     return result.request, result.image
 
 

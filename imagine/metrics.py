@@ -106,6 +106,22 @@ class Metrics:
             registry=r,
         )
 
+        self.jobs = Counter(
+            "imagine_jobs", "Jobs created and ended, by state", ["state"], registry=r
+        )
+        self.webhook_deliveries = Counter(
+            "imagine_webhook_deliveries",
+            "Webhook messages by outcome (delivered, retried, failed, dropped)",
+            ["outcome"],
+            registry=r,
+        )
+        self.sse_subscribers = Gauge(
+            "imagine_sse_subscribers",
+            "Open event streams (replicate: urls.stream; imagine: urls.events)",
+            ["stream"],
+            registry=r,
+        )
+
     # --- helpers for the layers that own each event
 
     def observe_request(self, model: str, status: int) -> None:

@@ -82,6 +82,29 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "imagine:result:"  # keys are <prefix><request.cache_key()>
 
+    # --- jobs (the Replicate-shaped API)
+    # "sqlite": one file in data_dir, images beside it; "redis": redis_url, shared by replicas.
+    job_store: Literal["sqlite", "redis"] = "sqlite"
+    # Where the SQLite job store keeps jobs.sqlite3 and outputs/. None: `imagine serve` uses
+    # $XDG_DATA_HOME/imagine (~/.local/share/imagine); an app built without one (tests) uses a
+    # temporary folder that is deleted at shutdown.
+    data_dir: Path | None = None
+    # The base of absolute URLs in webhook payloads (API answers use the request's own URL);
+    # default: the URL the client created the job at.
+    public_url: str | None = None
+    job_ttl_s: float = 3600.0  # results (and inputs) are deleted this long after a job ends
+    redis_job_prefix: str = "imagine:job:"
+    # Webhooks: targets must match an entry (CIDR network or exact host name); signed with the
+    # secret (Standard Webhooks, "whsec_<base64>") when one is set.
+    webhook_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1", "localhost"])
+    webhook_secret: str | None = None
+    webhook_retries: int = 4
+    # Previews of running jobs: after a step, at most every N steps and T ms; 0 ms = every step.
+    previews: bool = True
+    preview_every_steps: int = 1
+    preview_interval_ms: float = 250.0
+    preview_max_side: int = 256
+
     log_level: str = "info"
 
     @field_validator("token_hashes")

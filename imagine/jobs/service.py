@@ -1,0 +1,417 @@
+"""Jobs over the engine: accepted durably, run once to completion, observable, cancellable.
+
+    create → engine.submit (one engine Job per image) → store.create → acknowledged
+    runner: first image starts → RUNNING saved (attempts + 1) → images encoded and stored
+            → store.finish (once only) → subscribers, webhooks
+    start (server start): every queued or running job in the store is queued again
+
+A `JobView` (record + live progress) is what every API renders, in its own shape. This module
+knows no transport; `render` (given by the app) turns a view into the webhook payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from imagine.engine.broadcast import Broadcast
+from imagine.engine.job import Job, JobSnapshot, PreviewPolicy
+from imagine.errors import Canceled, ImagineError, JobExpired, JobNotFound
+from imagine.jobs.record import JobRecord, JobState, new_job_id
+from imagine.jobs.store import JobStore
+from imagine.request import GenerationRequest
+from imagine.service import ImageService
+
+__all__ = ["JobService", "JobView"]
+
+log = logging.getLogger(__name__)
+
+_EXPIRY_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as clients see it: the stored record and, while it lives, its progress."""
+
+    record: JobRecord
+    progress: JobSnapshot | None = None
+
+    @property
+    def state(self) -> JobState:
+        return self.record.state
+
+
+@dataclass(eq=False)
+class _Live:
+    """A job this process is running (or has queued)."""
+
+    record: JobRecord
+    jobs: list[Job] = field(default_factory=list)
+    views: Broadcast[JobView] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    # True once the record is in the store (writes wait for it), False when the job was never
+    # accepted (a refused or idempotent create): then nothing of it is ever written.
+    accepted: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def view(self) -> JobView:
+        return JobView(record=self.record, progress=_merge([j.snapshot for j in self.jobs]))
+
+
+class JobService:
+    """Creates, runs, lists, cancels and streams jobs; keeps them in a JobStore."""
+
+    def __init__(
+        self,
+        *,
+        images: ImageService,
+        store: JobStore,
+        ttl_s: float,
+        previews: PreviewPolicy | None = None,
+        webhooks: Any = None,  # imagine.jobs.webhooks.WebhookSender
+        render: Callable[[JobView], dict[str, Any]] = lambda view: view.record.to_dict(),
+        metrics: Any = None,
+    ) -> None:
+        self.images = images
+        self.store = store
+        self._ttl_s = ttl_s
+        self._previews = previews
+        self._webhooks = webhooks
+        self._render = render
+        self._metrics = metrics
+        self._live: dict[str, _Live] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle
+
+    async def start(self) -> int:
+        """Queue again every job the store holds as queued or running (a restart or crash
+        interrupted them); start the expiry sweep. Returns how many were queued again."""
+        again = 0
+        for record in await self.store.unfinished():
+            record = replace(
+                record, state=JobState.QUEUED, logs=record.logs + "queued again (restart)\n"
+            )
+            try:
+                requests = [GenerationRequest.from_dict(r) for r in record.requests]
+                live = self._launch(record, requests, previews=True, force=True)
+                live.accepted.set_result(True)
+                again += 1
+            except ImagineError as exc:
+                log.error("job %s cannot run again: %s", record.id, exc.message)
+                await self._end(record, JobState.FAILED, error=exc)
+        if again:
+            log.info("queued %d unfinished job(s) again", again)
+        self._spawn(self._sweep())
+        return again
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+
+    # --- commands
+
+    async def create(
+        self,
+        *,
+        owner: str,
+        client_id: str,
+        requests: Sequence[GenerationRequest],
+        input: dict[str, Any],
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] = (),
+        idempotency_key: str | None = None,
+        previews: bool = True,
+        api: str = "replicate",
+        base_url: str = "",
+    ) -> JobView:
+        """Admit the images, write the job, return its view. Raises what Engine.submit raises
+        (Overloaded, ModelLoadFailed, InvalidRequest): then nothing was accepted. A repeated
+        `idempotency_key` of the same owner returns the first job instead."""
+        record = JobRecord(
+            id=new_job_id(),
+            owner=owner,
+            model_id=requests[0].model_id,
+            input=input,
+            requests=[asdict(r) for r in requests],
+            webhook=webhook,
+            webhook_events_filter=list(webhook_events_filter),
+            idempotency_key=idempotency_key,
+            api=api,
+            base_url=base_url,
+            logs="queued\n",
+        )
+        live = self._launch(record, list(requests), previews=previews, client_id=client_id)
+        try:
+            stored = await self.store.create(record)
+        except BaseException:
+            self._abandon(live)
+            raise
+        if stored.id != record.id:  # an idempotent retry: the first job stands
+            self._abandon(live)
+            return await self.get(stored.id, owner=owner)
+        live.accepted.set_result(True)
+        self._count("created")
+        return live.view()
+
+    async def cancel(self, job_id: str, *, owner: str | None) -> JobView:
+        """Cancel a queued or running job (queued: removed; running: stops at the next step);
+        a finished one is returned unchanged. Raises JobNotFound, JobExpired."""
+        view = await self.get(job_id, owner=owner)
+        live = self._live.get(job_id)
+        if live is not None:
+            for job in live.jobs:
+                job.cancel()
+            await live.done.wait()
+            return live.view()
+        return view
+
+    # --- queries
+
+    async def get(self, job_id: str, *, owner: str | None) -> JobView:
+        """Raises JobNotFound (also for another owner's job), JobExpired."""
+        live = self._live.get(job_id)
+        record = live.record if live is not None else await self.store.get(job_id)
+        if record is None or (owner is not None and record.owner != owner):
+            raise JobNotFound(f"no job with id {job_id[:64]!r}")
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise JobExpired(f"job {job_id} ended over {self._ttl_s:g} s ago; results deleted")
+        return live.view() if live is not None else JobView(record=record)
+
+    async def list(
+        self, *, owner: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[JobView], str | None]:
+        records, next_cursor = await self.store.list(owner=owner, before=cursor, limit=limit)
+        views = []
+        for record in records:
+            live = self._live.get(record.id)
+            views.append(live.view() if live is not None else JobView(record=record))
+        return views, next_cursor
+
+    async def wait(self, job_id: str, *, owner: str | None, timeout_s: float) -> JobView:
+        """The view once the job has ended or `timeout_s` has passed, whichever is first."""
+        view = await self.get(job_id, owner=owner)
+        live = self._live.get(job_id)
+        if live is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.done.wait(), timeout_s)
+            return live.view()
+        return view
+
+    async def events(self, job_id: str, *, owner: str | None) -> AsyncIterator[JobView]:
+        """The current view, then every change, ending after the job ends."""
+        view = await self.get(job_id, owner=owner)
+        live = self._live.get(job_id)
+        if live is None or live.views is None:
+            yield view
+            return
+        async for update in live.views.subscribe():
+            yield update
+
+    def subscribers(self) -> int:
+        return sum(len(live.views) for live in self._live.values() if live.views is not None)
+
+    async def output(self, job_id: str, name: str) -> bytes:
+        """A stored result file. Raises JobNotFound, JobExpired."""
+        record = await self.store.get(job_id)
+        if record is None or name not in record.outputs:
+            raise JobNotFound(f"no output {name[:32]!r} for job {job_id[:64]!r}")
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise JobExpired(f"job {job_id} ended over {self._ttl_s:g} s ago; results deleted")
+        data = await self.store.get_output(job_id, name)
+        if data is None:
+            raise JobNotFound(f"no output {name[:32]!r} for job {job_id[:64]!r}")
+        return data
+
+    def preview(self, job_id: str) -> bytes | None:
+        live = self._live.get(job_id)
+        return live.view().progress.preview if live is not None and live.jobs else None
+
+    # --- running
+
+    def _launch(
+        self,
+        record: JobRecord,
+        requests: list[GenerationRequest],
+        *,
+        previews: bool,
+        client_id: str | None = None,
+        force: bool = False,
+    ) -> _Live:
+        live = _Live(record=record)
+        policy = self._previews if previews else None
+        try:
+            for index, request in enumerate(requests):
+                live.jobs.append(
+                    self.images.engine.submit(
+                        request,
+                        client_id=client_id or record.owner,
+                        wait_for_model=True,
+                        previews=policy,
+                        job_id=f"{record.id}-{index}",
+                        force=force,
+                    )
+                )
+        except BaseException:
+            self._abandon(live)
+            raise
+        live.views = Broadcast(live.view())
+        self._live[record.id] = live
+        self._spawn(self._run(live))
+        for job in live.jobs:
+            self._spawn(self._follow(live, job))
+        return live
+
+    def _abandon(self, live: _Live) -> None:
+        if not live.accepted.done():
+            live.accepted.set_result(False)
+        for job in live.jobs:
+            job.cancel()
+        if self._live.get(live.record.id) is live:
+            del self._live[live.record.id]
+
+    async def _follow(self, live: _Live, job: Job) -> None:
+        """Republish one image's progress as the job's; mark the job running at its start."""
+        async for snap in job.events():
+            if not await live.accepted:
+                return
+            record = live.record
+            if snap.state is JobState.RUNNING and record.state is JobState.QUEUED:
+                live.record = replace(
+                    record,
+                    state=JobState.RUNNING,
+                    started_at=time.time(),
+                    attempts=record.attempts + 1,
+                    logs=record.logs + "starting\n",
+                )
+                await self._save(live.record)
+                self._webhook(live, "start")
+            if live.views is not None and not live.done.is_set():
+                live.views.publish(live.view())
+                self._webhook(live, "logs")
+
+    async def _run(self, live: _Live) -> None:
+        outcomes = await asyncio.gather(*(j.wait() for j in live.jobs), return_exceptions=True)
+        if not await live.accepted:
+            return
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        record = live.record
+        try:
+            if not errors:
+                names = []
+                for index, result in enumerate(outcomes):
+                    image = await self.images.encode(result)  # type: ignore[arg-type]
+                    name = f"{index}.{result.request.output_format}"  # type: ignore[union-attr]
+                    await self.store.put_output(record.id, name, image.body)
+                    names.append(name)
+                record = replace(live.record, outputs=names)
+                await self._end(record, JobState.SUCCEEDED, live=live)
+            elif any(isinstance(e, Canceled) for e in errors):
+                await self._end(record, JobState.CANCELED, live=live, error=errors[0])
+            else:
+                await self._end(record, JobState.FAILED, live=live, error=errors[0])
+        except Exception as exc:  # the store or the encoder failed: the job fails, loudly
+            log.exception("job %s could not be finished", record.id)
+            await self._end(record, JobState.FAILED, live=live, error=exc)
+
+    async def _end(
+        self,
+        record: JobRecord,
+        state: JobState,
+        *,
+        live: _Live | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        now = time.time()
+        started = record.started_at or now
+        message = error.message if isinstance(error, ImagineError) else (str(error) or None)
+        metrics = {"queue_time": round(started - record.created_at, 4)}
+        if record.started_at is not None:
+            metrics["predict_time"] = round(now - record.started_at, 4)
+        final = replace(
+            record,
+            state=state,
+            completed_at=now,
+            expires_at=now + self._ttl_s,
+            error=message if state is not JobState.SUCCEEDED else None,
+            error_code=error.code if isinstance(error, ImagineError) else None,
+            metrics=metrics,
+            logs=record.logs + f"{state}\n",
+        )
+        if not await self.store.finish(final):
+            log.warning("job %s had already ended; this run's outcome is dropped", record.id)
+        self._count(str(state))
+        if live is not None:
+            live.record = final
+            live.done.set()
+            if live.views is not None:
+                live.views.close(live.view())
+            if state is JobState.SUCCEEDED:
+                self._webhook(live, "output")
+            self._webhook(live, "completed")
+            self._live.pop(record.id, None)
+
+    async def _save(self, record: JobRecord) -> None:
+        try:
+            await self.store.save(record)
+        except Exception:
+            log.exception("saving job %s failed", record.id)
+
+    def _webhook(self, live: _Live, event: str) -> None:
+        record = live.record
+        if self._webhooks is None or not record.webhook:
+            return
+        self._webhooks.send(
+            record.id,
+            record.webhook,
+            event,
+            self._render(live.view()),
+            record.webhook_events_filter,
+        )
+
+    def _count(self, state: str) -> None:
+        if self._metrics is not None:
+            self._metrics.jobs.labels(state=state).inc()
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                expired = await self.store.expire(time.time())
+                if expired:
+                    log.info("deleted the results of %d expired job(s)", expired)
+            except Exception:
+                log.exception("job expiry failed")
+            await asyncio.sleep(min(_EXPIRY_INTERVAL_S, max(1.0, self._ttl_s / 4)))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _merge(snaps: list[JobSnapshot]) -> JobSnapshot | None:
+    """One progress for a job's images (they usually share a batch): the slowest one's."""
+    if not snaps:
+        return None
+    running = [s for s in snaps if s.state is JobState.RUNNING]
+    queued = [s for s in snaps if s.state is JobState.QUEUED]
+    positions = [s.position for s in queued if s.position is not None]
+    etas = [s.eta_s for s in snaps if s.eta_s is not None]
+    first = snaps[0]
+    return JobSnapshot(
+        state=JobState.RUNNING if running else first.state,
+        position=min(positions) if positions and not running else None,
+        step=min(s.step for s in snaps),
+        total=max(s.total for s in snaps),
+        eta_s=max(etas) if etas else None,
+        preview=first.preview,
+        preview_step=first.preview_step,
+    )
