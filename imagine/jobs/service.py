@@ -21,7 +21,7 @@ from typing import Any
 
 from imagine.engine.broadcast import Broadcast
 from imagine.engine.job import Job, JobSnapshot, PreviewPolicy
-from imagine.errors import Canceled, ImagineError, JobExpired, JobNotFound
+from imagine.errors import Canceled, ImagineError, InvalidRequest, JobExpired, JobNotFound
 from imagine.jobs.record import JobRecord, JobState, new_job_id
 from imagine.jobs.store import JobStore
 from imagine.request import GenerationRequest
@@ -189,7 +189,13 @@ class JobService:
     async def list(
         self, *, owner: str | None, cursor: str | None, limit: int
     ) -> tuple[list[JobView], str | None]:
-        records, next_cursor = await self.store.list(owner=owner, before=cursor, limit=limit)
+        try:
+            records, next_cursor = await self.store.list(owner=owner, before=cursor, limit=limit)
+        except InvalidRequest:
+            raise InvalidRequest(
+                "cursor: not a cursor this server gave out (use the `next` URL of a page)",
+                field="cursor",
+            ) from None
         views = []
         for record in records:
             live = self._live.get(record.id)

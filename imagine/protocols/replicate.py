@@ -49,7 +49,7 @@ _PARAMETERS = (
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _KNOWN_BODY = {"input", "version", "stream", "webhook", "webhook_events_filter", "previews"}
 # Fields named as they are (not inside `input`) in errors.
-_TOP_LEVEL_FIELDS = _KNOWN_BODY | {"body", "Prefer"}
+_TOP_LEVEL_FIELDS = _KNOWN_BODY | {"body", "Prefer", "cursor"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ def poll(check: Callable[[], T | None], what: str, deadline_s: float = DEADLINE_
         value = check()
         if value is not None:
             return value
-        time.sleep(0.02)
+        time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
 

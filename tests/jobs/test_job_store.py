@@ -305,11 +305,16 @@ async def test_redis_ttls_and_replicas_share_jobs(redis_url: str) -> None:
         rec = await one.create(job())
         await one.put_output(rec.id, "0.png", b"img")
         assert await raw.pttl(f"{prefix}out:{rec.id}:0.png") == -1  # no TTL while running
-        await two.finish(done(rec, ttl=600))
-        assert await one.get(rec.id) == done(rec, ttl=600)
+        # times from now, not from the module's import (the suite may run for minutes before)
+        now = time.time()
+        finished = replace(
+            rec, state=JobState.SUCCEEDED, completed_at=now + 1, expires_at=now + 601
+        )
+        await two.finish(finished)
+        assert await one.get(rec.id) == finished
         # Safety-net TTL on outputs: about expires_at - now + 60 = 661 s.
         assert 600_000 < await raw.pttl(f"{prefix}out:{rec.id}:0.png") <= 662_000
-        assert await two.expire(NOW + 601) == 1
+        assert await two.expire(now + 601) == 1
         assert 0 < await raw.pttl(prefix + rec.id) <= TOMBSTONE_TTL * 1000
         assert await raw.exists(f"{prefix}outs:{rec.id}") == 0
     finally:

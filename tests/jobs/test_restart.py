@@ -25,7 +25,7 @@ from tests.redis_server import free_port
 pytestmark = pytest.mark.slow
 
 JOBS = 10
-STEPS = 60
+STEPS = 30
 
 
 @contextmanager

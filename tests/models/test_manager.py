@@ -13,7 +13,7 @@ import pytest
 from imagine.engine.ports import model_bytes
 from imagine.errors import InvalidRequest
 from imagine.models.manager import LoadedModel, ModelManager
-from imagine.request import GenerationRequest
+from imagine.request import GenerationRequest, StepInfo
 from imagine.settings import Settings
 from imagine.validation import build_request
 
@@ -160,28 +160,29 @@ def test_memory_bytes_is_measured_at_load(manager: ModelManager, tiny_model_ids:
     assert lora.memory_bytes == base.memory_bytes > 0
 
 
-def test_interrupt_is_polled_every_step(manager: ModelManager, tiny_model_ids: dict) -> None:
+def test_observers_hear_every_step_and_stop_the_call_together(
+    manager: ModelManager, tiny_model_ids: dict
+) -> None:
     model_id = tiny_model_ids["sd"]
     model = load(manager, model_id)
-    polls: list[int] = []
+    heard: list[tuple[int, int, int]] = []  # (row, step, total)
 
-    def interrupt() -> bool:
-        polls.append(1)
-        return True  # stop at the first step
+    def observer(row: int, stop_at: int | None):
+        def observe(info: StepInfo) -> bool:
+            heard.append((row, info.step, info.total))
+            return stop_at is not None and info.step >= stop_at
 
-    (result,) = manager.run_batch(
-        model, [request(manager, model_id, num_inference_steps=5)], interrupt=interrupt
-    )
-    assert len(polls) == 1, "the pipeline stops denoising once interrupted"
-    assert result.image.size == (32, 32)  # still decoded; the caller discards it
-    # The next call is not interrupted.
-    counted: list[int] = []
-    manager.run_batch(
-        model,
-        [request(manager, model_id, num_inference_steps=3)],
-        interrupt=lambda: counted.append(1) and False,
-    )
-    assert len(counted) == 3
+        return observe
+
+    requests = [request(manager, model_id, num_inference_steps=5, seed=s) for s in (1, 2)]
+    # one row wants to stop at step 1, the other at step 2: the call stops when both do
+    results = manager.run_batch(model, requests, observers=[observer(0, 1), observer(1, 2)])
+    assert heard == [(0, 1, 5), (1, 1, 5), (0, 2, 5), (1, 2, 5)]
+    assert [r.image.size for r in results] == [(32, 32)] * 2  # still decoded; caller discards
+    # The next call is not stopped, and every observer hears every step.
+    heard.clear()
+    manager.run_batch(model, requests[:1], observers=[observer(0, None)])
+    assert heard == [(0, 1, 5), (0, 2, 5), (0, 3, 5), (0, 4, 5), (0, 5, 5)]
 
 
 def test_mixed_batch_is_a_programming_error(manager: ModelManager, tiny_model_ids: dict):
