@@ -114,9 +114,15 @@ async def _create(request: Request, model_id: str | None) -> Response:
         previews=parsed.previews,
         base_url=_base(request),
     )
+    body = replicate.render(view, _base(request))
     if wait_s is not None:
         view = await jobs.wait(view.record.id, owner=None, timeout_s=wait_s)
-    return JSONResponse(replicate.render(view, _base(request)), status_code=201)
+        body = replicate.render(view, _base(request))
+        if not view.state.terminal:
+            # The official client takes any status but `starting` after a wait as finished
+            # (and would return no output): a wait that ran out says `starting`.
+            body["status"] = "starting"
+    return JSONResponse(body, status_code=201)
 
 
 def _consecutive(first: GenerationRequest, n: int) -> list[GenerationRequest]:

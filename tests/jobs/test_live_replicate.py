@@ -56,6 +56,22 @@ def test_run_returns_a_url_of_the_image(client: replicate.Client) -> None:
     assert httpx.get(jpeg).headers["content-type"] == "image/jpeg"
 
 
+def test_a_wait_that_runs_out_answers_starting_and_run_still_gets_the_output(
+    client: replicate.Client, base_url: str
+) -> None:
+    long_input = {"prompt": "a red circle", "num_inference_steps": 150, "seed": 8}
+    r = httpx.post(
+        f"{base_url}/v1/models/{MODEL}/predictions",
+        json={"input": long_input},
+        headers={"prefer": "wait=1"},
+        timeout=30,
+    )
+    assert r.status_code == 201 and r.json()["status"] == "starting"
+    # run() takes any other status as finished: it must poll on and return the image
+    output = client.run(MODEL, input={**long_input, "seed": 9}, wait=1)
+    assert isinstance(output, str) and _image(output).size == (64, 64)
+
+
 def test_create_then_wait_with_several_outputs(client: replicate.Client) -> None:
     prediction = client.predictions.create(
         version=MODEL, input={"prompt": "a blue square", "num_outputs": 3, "seed": 10}
