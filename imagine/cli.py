@@ -174,7 +174,6 @@ def build_cache(settings: Settings, *, metrics: Any = None) -> Any:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from imagine import imaging
     from imagine.errors import ImagineError
 
     fmt = _FORMATS.get(args.output.suffix.lower())
@@ -189,11 +188,13 @@ def _generate(args: argparse.Namespace) -> int:
     settings = _generate_settings(args)
     model_id = args.model or settings.default_model
     try:
-        request, image = _generate_image(settings, model_id, args.prompt, parameters, fmt)
+        request, body = asyncio.run(
+            _generate_image(settings, model_id, args.prompt, parameters, fmt)
+        )
     except ImagineError as exc:
         print(f"imagine: {exc.message}", file=sys.stderr)
         return 1
-    args.output.write_bytes(imaging.encode(image, fmt, request.parameters()))  # type: ignore[arg-type]
+    args.output.write_bytes(body)
     print(f"wrote {args.output} ({request.width}x{request.height}, seed {request.seed})")
     return 0
 
@@ -229,35 +230,31 @@ def _generate_settings(args: argparse.Namespace) -> Settings:
     return Settings.load(args.config, allow_path_model_ids=True)
 
 
-def _generate_image(
+async def _generate_image(
     settings: Settings, model_id: str, prompt: str, parameters: dict[str, Any], fmt: str
-) -> tuple[Any, Any]:
-    """Validate, load and run one request on the ModelManager, with a progress bar."""
+) -> tuple[Any, bytes]:
+    """One request through the engine and the service layer, as the server runs it, with a
+    progress bar over the job's steps. Returns the request and the encoded image."""
     from tqdm import tqdm
 
+    from imagine.engine.engine import Engine
     from imagine.models.manager import ModelManager
-    from imagine.validation import build_request
+    from imagine.service import ImageService
 
-    manager = ModelManager(settings=settings)
-    info = manager.describe(model_id)
-    request = build_request(
-        model_id=model_id,
-        prompt=prompt,
-        parameters=parameters,
-        info=info,
-        settings=settings,
-        output_format=fmt,  # type: ignore[arg-type]
-    )
-    print(f"loading {model_id} ...", file=sys.stderr)
-    model = asyncio.run(manager.load(model_id))
-    with tqdm(total=request.num_inference_steps, desc="denoising", unit="step") as bar:
-
-        def step(info: Any) -> bool:  # heard after every denoising step; never stops the call
-            bar.update(info.step - bar.n)
-            return False
-
-        (result,) = manager.run_batch(model, [request], observers=[step])
-    return result.request, result.image
+    engine = Engine(settings=settings, manager=ModelManager(settings=settings))
+    images = ImageService(settings=settings, engine=engine)
+    try:
+        request = await images.validate(model_id, prompt, parameters, fmt)  # type: ignore[arg-type]
+        print(f"loading {model_id} ...", file=sys.stderr)
+        await engine.load(model_id)
+        job = engine.submit(request, client_id="cli", wait_for_model=True)
+        with tqdm(total=request.num_inference_steps, desc="denoising", unit="step") as bar:
+            async for snap in job.events():
+                bar.update(snap.step - bar.n)
+        encoded = await images.encode(await job.wait())
+        return request, encoded.body
+    finally:
+        await engine.close()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,15 @@ class _FakeManager:
     async def load(self, model_id: str) -> str:
         return model_id
 
+    def unload(self, model_id: str) -> None:
+        pass
+
+    def estimated_load_time(self, model_id: str) -> float:
+        return 0.0
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
     def run_batch(self, model: str, requests: list[Any], *, observers: Any) -> list[Any]:
         import asyncio
 
