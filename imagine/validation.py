@@ -84,6 +84,15 @@ def _text(field: str, value: Any, max_chars: int, *, required: bool) -> str | No
         return None
     if not isinstance(value, str):
         raise _fail(field, value, "must be a string")
+    if "\x00" in value:
+        raise InvalidRequest(f"{field} contains a NUL character (\\u0000)", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800" (JSON allows it)
+        raise InvalidRequest(
+            f"{field} is not valid Unicode: a lone surrogate at character {exc.start}",
+            field=field,
+        ) from None
     if len(value) > max_chars:
         raise InvalidRequest(
             f"{field} is {len(value)} characters long; the limit is {max_chars}", field=field

@@ -202,3 +202,22 @@ def test_a_huge_value_is_not_echoed_whole() -> None:
     with pytest.raises(InvalidRequest) as err:
         build({"scheduler": "x" * 100_000})
     assert len(err.value.message) < 1000 and "100002 characters" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("prompt", "params", "field", "needle"),
+    [
+        ("a \ud800 cat", {}, "inputs", "lone surrogate"),
+        ("a \x00 cat", {}, "inputs", "NUL"),
+        ("a cat", {"negative_prompt": "dark \udfff"}, "negative_prompt", "lone surrogate"),
+        ("a cat", {"negative_prompt": "dark\x00"}, "negative_prompt", "NUL"),
+    ],
+)
+def test_text_that_no_tokenizer_can_take_is_a_400_naming_the_field(
+    prompt: str, params: dict[str, Any], field: str, needle: str
+) -> None:
+    # A lone surrogate raised inside the tokenizer and failed a whole batch (issue 9, defect 3).
+    with pytest.raises(InvalidRequest) as exc:
+        build({**params, "guidance_scale": 7.0}, prompt=prompt)
+    assert exc.value.field == field
+    assert exc.value.message.startswith(field) and needle in exc.value.message

@@ -151,6 +151,18 @@ class Worker:
             self._metrics.batch_failures.labels(model=self.model_id).inc()
             if not any(job.live for job in live):
                 return  # every job was canceled; nobody is waiting for an answer
+            if len(live) > 1 and not batch.stopping.is_set():
+                # One bad request must not fail the others: run each alone (their pixels are
+                # what they would be in the batch, one generator each), so only it fails.
+                log.warning(
+                    "batch of %d failed on %s (%s: %s); running each request alone",
+                    len(live),
+                    self.model_id,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
+                await self._each_alone(live)
+                return
             log.exception("batch of %d failed on %s", len(live), self.model_id)
             _fail(live, _error_factory(exc))
             return
@@ -179,6 +191,14 @@ class Worker:
             if job.live:
                 result.timings.setdefault("queue", started - job.enqueued_at)
                 job.succeed(result)
+
+    async def _each_alone(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if not job.live:
+                continue
+            alone = Batch(items=[job])
+            self.current = alone
+            await self._execute(alone)
 
 
 def _check_outputs(batch: list[Job], results: Any) -> str | None:

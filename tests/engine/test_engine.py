@@ -176,7 +176,28 @@ async def test_cancel_one_of_a_shared_batch_leaves_the_other_untouched(
     assert not shared.interrupted
 
 
-async def test_failed_batch_fails_each_request_and_the_worker_goes_on(
+async def test_a_failed_batch_is_run_alone_so_only_the_bad_request_fails(
+    make_engine: EngineFactory,
+) -> None:
+    engine, fake = make_engine(FakeManager(hold_batches=True))
+    first = submit(engine, make_request(0))
+    await fake.started.get()
+    batch = [submit(engine, make_request(i), client=str(i)) for i in (1, 2, 3)]
+    await enqueued()
+    fake.batch_error = RuntimeError("CUDA went away")
+    fake.fail_seeds = {2}
+    fake.release_batch()
+    assert (await first).request.seed == 0
+    outcomes = await asyncio.gather(*batch, return_exceptions=True)
+    # the batch of three failed, then each ran alone: only seed 2 fails
+    assert [[r.seed for r in c.requests] for c in fake.calls] == [[0], [1, 2, 3], [1], [2], [3]]
+    assert [o.request.seed for o in (outcomes[0], outcomes[2])] == [1, 3]
+    assert isinstance(outcomes[1], GenerationFailed)
+    assert "RuntimeError: CUDA went away" in outcomes[1].message
+    assert (await engine.generate(make_request(5), client_id="c", wait_for_model=True)).request
+
+
+async def test_when_every_request_fails_alone_each_raises_its_own_error(
     make_engine: EngineFactory,
 ) -> None:
     engine, fake = make_engine(FakeManager(hold_batches=True))
@@ -185,14 +206,12 @@ async def test_failed_batch_fails_each_request_and_the_worker_goes_on(
     batch = [submit(engine, make_request(i), client=str(i)) for i in (1, 2)]
     await enqueued()
     fake.batch_error = RuntimeError("CUDA went away")
-    fake.fail_seeds = {2}
+    fake.fail_seeds = {1, 2}
     fake.release_batch()
-    assert (await first).request.seed == 0
+    await first
     outcomes = await asyncio.gather(*batch, return_exceptions=True)
-    assert [len(c.requests) for c in fake.calls] == [1, 2]
     assert all(isinstance(o, GenerationFailed) for o in outcomes)
     assert outcomes[0] is not outcomes[1]  # each request raises its own exception
-    assert "RuntimeError: CUDA went away" in outcomes[0].message
     assert (await engine.generate(make_request(5), client_id="c", wait_for_model=True)).request
 
 

@@ -40,6 +40,8 @@ TOKEN = "s3cret-token-value"
         (b'{"inputs": "x", "parameters": {"width": "wide"}}', {}, "width"),
         (b'{"inputs": "x", "parameters": {"scheduler": "Nope"}}', {}, "DDIMScheduler"),
         (b"\xff\xfe", {}, "UTF-8"),
+        (b'{"inputs": "a \\ud800 cat"}', {}, "inputs is not valid Unicode: a lone surrogate"),
+        (b'{"inputs": "a \\u0000 cat"}', {}, "inputs contains a NUL character"),
     ],
 )
 async def test_400_names_the_field(
