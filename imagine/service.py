@@ -19,6 +19,7 @@ import anyio.to_thread
 from imagine import imaging
 from imagine.cache.base import CachedImage, ResultCache
 from imagine.engine.base import Engine
+from imagine.errors import ModelNotFound
 from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, GenerationResult, OutputFormat
 from imagine.settings import Settings
@@ -63,6 +64,7 @@ class ImageService:
 
     async def describe(self, model_id: str) -> ModelInfo:
         """Resolve a model id without loading it (may read disk). Raises ModelNotFound."""
+        _check_model_id(model_id)
         return await anyio.to_thread.run_sync(self.engine.describe, model_id)
 
     async def validate(
@@ -76,6 +78,8 @@ class ImageService:
     ) -> GenerationRequest:
         """The canonical request (against `info` when the caller already described the
         model). Raises ModelNotFound, InvalidRequest (naming the field)."""
+
+        _check_model_id(model_id)
 
         def build() -> GenerationRequest:
             described = info or self.engine.describe(model_id)
@@ -135,4 +139,16 @@ class ImageService:
             )
         return EncodedImage(
             body=body, content_type=content_type, seed=used.seed, cache="miss", timings=timings
+        )
+
+
+# Hub ids are at most 96 characters; a longer one is refused before it reaches the registry,
+# an error body or a log line (a 100,000-character id came back in a 100 KB 404).
+MAX_MODEL_ID_CHARS = 200
+
+
+def _check_model_id(model_id: str) -> None:
+    if len(model_id) > MAX_MODEL_ID_CHARS:
+        raise ModelNotFound(
+            f"model id of {len(model_id)} characters: ids are at most {MAX_MODEL_ID_CHARS}"
         )

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     allow_unauthenticated_public: bool = False  # binding beyond loopback with no tokens needs this
     tokens: list[str] = Field(default_factory=list)  # plain tokens; hashed at load, never kept
     token_hashes: list[str] = Field(default_factory=list)  # or SHA-256 hex digests directly
+    # /openapi.json, /docs, /redoc (behind the token when tokens are configured); false: none
+    docs: bool = True
 
     # --- models
     default_model: str = DEFAULT_MODEL

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from imagine import __version__
 from imagine.auth import TokenAuth
 from imagine.errors import ImagineError
-from imagine.http import monitoring, routes_hf, routes_jobs
+from imagine.http import docs, monitoring, routes_hf, routes_jobs
 from imagine.http.errors import install_error_handlers
 from imagine.http.request_id import RequestIdMiddleware
 from imagine.http.state import ServerState, compute_type
@@ -88,10 +88,21 @@ def create_app(
                 if cache is not None:
                     await cache.close()
 
-    app = FastAPI(title="imagine", version=__version__, lifespan=lifespan)
+    # FastAPI's documents need no token; with tokens on they are served behind it (http/docs.py)
+    public_docs = settings.docs and not state.auth.enabled
+    app = FastAPI(
+        title="imagine",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+    )
     app.state.imagine = state
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    if settings.docs and state.auth.enabled:
+        app.include_router(docs.router)
     app.include_router(monitoring.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_hf.router)

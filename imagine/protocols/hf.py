@@ -18,13 +18,13 @@ Every malformed shape raises `InvalidRequest` naming the field. No torch here.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from imagine.errors import InvalidRequest
+from imagine.protocols._json import load_json
 from imagine.request import OutputFormat
 
 __all__ = [
@@ -79,10 +79,7 @@ def parse_body(body: bytes, content_type: str | None = None) -> WireRequest:
         raise InvalidRequest("inputs: required, a non-empty prompt string", field="inputs")
     declared_json = (content_type or "").split(";")[0].strip().lower().endswith("json")
     if declared_json or stripped.startswith("{"):
-        try:
-            payload = json.loads(stripped)
-        except ValueError as exc:
-            raise InvalidRequest(f"body: not valid JSON ({exc.msg})", field="body") from None
+        payload = load_json(stripped)
     else:
         return WireRequest(prompt=text)
     if isinstance(payload, str):  # a bare JSON string is a prompt too

@@ -10,7 +10,6 @@ to `run()` as a string, and `Prediction.progress` is parsed from a tqdm-style li
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 from imagine.errors import ImagineError, InvalidRequest
 from imagine.jobs.record import JobState
 from imagine.jobs.service import JobView
+from imagine.protocols._json import load_json
 from imagine.request import OutputFormat
 
 __all__ = ["CreateRequest", "error_body", "parse_create", "parse_prefer_wait", "render"]
@@ -72,10 +72,7 @@ def parse_create(body: bytes, *, model_id: str | None) -> CreateRequest:
     """Parse `POST /v1/models/{model}/predictions` (`model_id` from the path) or
     `POST /v1/predictions` (`version` = "<model id>" or "<model id>:<revision>").
     Raises InvalidRequest naming the field as the client sent it."""
-    try:
-        payload = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"body: not valid JSON ({exc})"[:200], field="body") from None
+    payload = load_json(body or b"{}")
     if not isinstance(payload, dict):
         raise InvalidRequest("body: expected a JSON object with 'input'", field="body")
     unknown = sorted(set(payload) - _KNOWN_BODY)
