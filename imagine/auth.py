@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from imagine.errors import Unauthorized
@@ -111,22 +112,50 @@ def redact(text: str) -> str:
     return _SECRET_PATTERNS[2].sub("hf_***", text)
 
 
+# Pieces of a log line that could be a whole token: runs between separators of URLs, JSON and
+# headers. A configured token is masked wherever it appears as such a piece.
+_PIECES = re.compile(r"[^\s\"'&=?/:,;{}\[\]()<>]{8,}")
+
+
 class RedactSecrets(logging.Filter):
-    """A handler filter that rewrites each record's message with `redact` (belt and braces: no
-    imagine code logs headers, but a library's debug log might)."""
+    """A handler filter that rewrites each record's message with `redact`, and masks every
+    configured token wherever it appears (a query string, a path, a JSON key): plain tokens by
+    their text, `token_hashes`-only tokens by hashing each token-shaped piece of the line."""
+
+    def __init__(
+        self, *, tokens: Sequence[str] = (), token_hashes: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self._tokens = tuple(sorted({t for t in tokens if t}, key=len, reverse=True))
+        self._hashes = token_hashes
+
+    def clean(self, message: str) -> str:
+        message = redact(message)
+        for token in self._tokens:
+            message = message.replace(token, "***")
+        if self._hashes:
+            message = _PIECES.sub(
+                lambda m: "***" if hash_token(m.group(0)) in self._hashes else m.group(0), message
+            )
+        return message
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = self.clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
 
 
-def install_log_redaction(*loggers: Any) -> RedactSecrets:
-    """Attach one RedactSecrets filter to every handler of the root logger and of `loggers`
-    (names or Logger objects; default: the uvicorn loggers). Returns the filter."""
-    flt = RedactSecrets()
+def install_log_redaction(*loggers: Any, settings: Settings | None = None) -> RedactSecrets:
+    """Attach one RedactSecrets filter (masking `settings`' tokens too, when given) to every
+    handler of the root logger and of `loggers` (names or Logger objects; default: the uvicorn
+    loggers). Returns the filter."""
+    flt = (
+        RedactSecrets(tokens=settings.tokens, token_hashes=settings.all_token_hashes())
+        if settings is not None
+        else RedactSecrets()
+    )
     names = loggers or ("uvicorn", "uvicorn.error", "uvicorn.access")
     targets = [logging.getLogger()] + [
         logging.getLogger(n) if isinstance(n, str) else n for n in names

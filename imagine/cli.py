@@ -129,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    install_log_redaction()
+    install_log_redaction(settings=settings)
     engine = build_engine(settings)
     app = create_app(
         settings, engine, build_cache(settings, metrics=getattr(engine, "metrics", None))

@@ -97,3 +97,11 @@ def test_install_log_redaction_is_idempotent() -> None:
         assert sum(isinstance(f, RedactSecrets) for f in handler.filters) == 1
     finally:
         logger.removeHandler(handler)
+
+
+def test_configured_tokens_are_masked_wherever_they_appear() -> None:
+    flt = RedactSecrets(
+        tokens=["plain-secret-1"], token_hashes=frozenset({hash_token("hashed-2x")})
+    )
+    line = 'GET /models/hashed-2x?t=plain-secret-1 "ignoring keys: hashed-2x, other"'
+    assert flt.clean(line) == 'GET /models/***?t=*** "ignoring keys: ***, other"'

@@ -4,10 +4,8 @@ again on the same data folder, and every job succeeds exactly once. Results expi
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +16,8 @@ import pytest
 from imagine.cli import build_engine
 from imagine.http.app import create_app
 from imagine.settings import Settings
-from tests.http.live import serve
+from tests.http.live import serve, serve_process
 from tests.jobs.live import MODEL, poll
-from tests.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,37 +27,14 @@ STEPS = 30
 
 @contextmanager
 def imagine_serve(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`imagine serve` in a process of its own, on a free loopback port, jobs in `data_dir`."""
-    port = free_port()
+    """`imagine serve`, jobs in `data_dir`, batches of two, no batch window."""
     env = {
-        **os.environ,
         "IMAGINE_DATA_DIR": str(data_dir),
         "IMAGINE_MAX_BATCH_SIZE": "2",
         "IMAGINE_BATCH_WAIT_MS": "0",
     }
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "imagine.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool | None:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                return httpx.get(f"{url}/health", timeout=2).status_code == 200 or None
-            except httpx.TransportError:
-                return None
-
-        poll(up, "imagine serve to answer", deadline_s=120)
+    with serve_process(env, log) as (proc, url):
         yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 def _all(url: str) -> dict[str, dict]:
