@@ -29,6 +29,7 @@ from imagine.errors import ImagineError, ModelNotFound
 from imagine.http.errors import error_response, internal_error_response
 from imagine.http.monitoring import record_request
 from imagine.http.state import ServerState
+from imagine.models.spec import ModelInfo
 from imagine.protocols.hf import negotiate_format, parse_body, parse_bool_header
 from imagine.service import EncodedImage
 
@@ -60,12 +61,17 @@ def _clean_model_id(model_id: str) -> str:
     return model_id
 
 
+async def _describe(request: Request, state: ServerState, model_id: str) -> ModelInfo:
+    """Authenticate, then resolve the id without loading. Raises Unauthorized, ModelNotFound."""
+    _client_id(request, state)
+    return await state.images.describe(_clean_model_id(model_id))
+
+
 @router.get("/models/{model_id:path}/info")
 async def model_info(request: Request, model_id: str) -> JSONResponse:
     state = _state(request)
     try:
-        _client_id(request, state)
-        info = await state.images.describe(_clean_model_id(model_id))
+        info = await _describe(request, state, model_id)
     except ImagineError as exc:
         return error_response(exc)
     spec = info.spec
@@ -100,8 +106,7 @@ async def model_info(request: Request, model_id: str) -> JSONResponse:
 async def _status(request: Request, model_id: str) -> JSONResponse:
     state = _state(request)
     try:
-        _client_id(request, state)
-        info = await state.images.describe(_clean_model_id(model_id))
+        info = await _describe(request, state, model_id)
     except ImagineError as exc:
         return error_response(exc)
     return JSONResponse(
