@@ -4,7 +4,7 @@ Shape and types only: this module turns a request body and headers into a prompt
 parameters dict and the two legacy options. Ranges, defaults and unknown keys are the job of
 `imagine.validation.build_request`, which sees the dict this module returns.
 
-Accepted (see /shared/docs/protocol.md):
+Accepted (the shapes the real clients send, old and new):
   - JSON `{"inputs": str, "parameters": {...} | {} | absent, "options": {...}?}`
   - `parameters.target_size: {width, height}` (Python 0.25-0.28); explicit width/height win
   - `parameters.negative_prompt` as a string or a list of strings (joined with ", ")

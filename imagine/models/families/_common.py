@@ -1,6 +1,6 @@
 """Pieces the family specs share: scheduler allow-lists and the standard call-kwargs builder.
 
-Scheduler lists come from checks on diffusers 0.42.1 (see /work/shared/docs/models.md):
+Scheduler lists come from checks on diffusers 0.42.1 (see docs/models.md and the README):
 - Euler-family (epsilon / v-prediction) models run all of EULER_SCHEDULERS. Left out on purpose:
   DPMSolverSDE (needs torchsde), LMS (needs scipy), EDMEuler (another parameterisation) and PNDM
   (fails below 4 steps).
