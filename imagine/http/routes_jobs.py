@@ -54,12 +54,13 @@ def _jobs(state: ServerState) -> JobService:
 
 def _who(request: Request, state: ServerState) -> tuple[str, str, str | None]:
     """(owner, engine client id, visibility filter). Raises Unauthorized. With tokens on a job
-    belongs to the token's digest and only it sees the job; with tokens off, everyone does."""
+    belongs to the token's digest and only it sees the job; with tokens off it records the
+    client's address (idempotency keys are per owner) and everyone sees every job."""
     digest = state.auth.authenticate(request.headers.get("authorization"))
     if digest is not None:
         return digest, digest, digest
     client = request.client.host if request.client else "unknown"
-    return "", client, None
+    return client, client, None
 
 
 def _problem(exc: ImagineError) -> JSONResponse:
