@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     cache_ttl_s: float = 3600.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "imagine:result:"  # keys are <prefix><request.cache_key()>
+    # Each Redis cache call gives up after this; after 3 failures in a row Redis is skipped for
+    # 5 s (a circuit breaker), so a frozen Redis never holds requests up.
+    redis_timeout_s: float = 0.25
 
     # --- jobs (the Replicate-shaped API)
     # "sqlite": one file in data_dir, images beside it; "redis": redis_url, shared by replicas.

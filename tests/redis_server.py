@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -27,6 +28,16 @@ def free_port() -> int:
 @contextlib.contextmanager
 def redis_server(*, ready_timeout_s: float = 20.0) -> Iterator[str]:
     """Run redis-server and yield its URL; terminate it on exit."""
+    with redis_server_process(ready_timeout_s=ready_timeout_s) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def redis_server_process(
+    *, ready_timeout_s: float = 20.0
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run redis-server and yield (URL, process), for tests that freeze it (SIGSTOP) or kill
+    it; on exit it is resumed if stopped and terminated."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed (run scripts/test-deps.sh)")
@@ -69,8 +80,10 @@ def redis_server(*, ready_timeout_s: float = 20.0) -> Iterator[str]:
             client = redis.Redis.from_url(url)
             assert client.ping()
             client.close()
-            yield url
+            yield url, proc
         finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
             proc.terminate()
             try:
                 proc.wait(timeout=10)

@@ -32,6 +32,10 @@ class InstrumentedCache:
     async def close(self) -> None:
         await self.inner.close()
 
+    def health(self) -> dict[str, object] | None:
+        inner = getattr(self.inner, "health", None)
+        return inner() if inner is not None else None
+
 
 def create_cache(settings: Settings, *, metrics: Metrics | None = None) -> ResultCache | None:
     """The configured cache, or None for `cache_backend = "none"`. Opens no connection yet."""
@@ -42,7 +46,10 @@ def create_cache(settings: Settings, *, metrics: Metrics | None = None) -> Resul
         from imagine.cache.redis import RedisCache
 
         cache = RedisCache(
-            url=settings.redis_url, ttl_s=settings.cache_ttl_s, prefix=settings.redis_key_prefix
+            url=settings.redis_url,
+            ttl_s=settings.cache_ttl_s,
+            prefix=settings.redis_key_prefix,
+            timeout_s=settings.redis_timeout_s,
         )
     else:
         cache = MemoryCache(max_bytes=settings.cache_max_bytes, ttl_s=settings.cache_ttl_s)

@@ -41,9 +41,18 @@ def record_request(state: ServerState, model: str | None, status: int) -> None:
 async def health(request: Request) -> dict[str, Any]:
     """`{"status": "ok", "auth": bool, "engine": engine.health()}`; the real engine reports
     `engine.models.<id>.state` (loading / ready / failed / unloaded) for every model it has
-    been asked for or preloads."""
+    been asked for or preloads; `cache.state` says when the Redis cache is degraded."""
     state = _state(request)
-    return {"status": "ok", "auth": state.auth.enabled, "engine": state.engine.health()}
+    body: dict[str, Any] = {
+        "status": "ok",
+        "auth": state.auth.enabled,
+        "engine": state.engine.health(),
+    }
+    cache_health = getattr(state.images.cache, "health", None)
+    report = cache_health() if cache_health is not None else None
+    if report:  # the Redis cache: {"backend": "redis", "state": "ok" | "degraded", ...}
+        body["cache"] = report
+    return body
 
 
 @router.get("/metrics")

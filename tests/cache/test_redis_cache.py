@@ -56,6 +56,7 @@ async def test_two_clients_share_entries(redis_url: str) -> None:
     two = RedisCache(url=redis_url, ttl_s=60, prefix="shared:")
     try:
         await one.put("k", IMAGE)
+        await one.flush()  # stores run in the background; this one's own reads wait for them
         assert await two.get("k") == IMAGE
     finally:
         await one.close()

@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.redis_server import free_port, redis_server
 
@@ -92,6 +94,13 @@ def test_two_servers_share_the_redis_cache(tiny_model_root: Path) -> None:
             first = client.post(one + url, json=body, headers={"x-wait-for-model": "true"})
             assert first.status_code == 200, first.text
             assert first.headers["x-cache"] == "miss"
+            # the store runs in the background, off the response path: wait until it landed
+            raw = redis.Redis.from_url(redis_url)
+            deadline = time.monotonic() + 30
+            while not raw.keys("imagine:result:*"):
+                assert time.monotonic() < deadline, "the first server never stored its image"
+                time.sleep(0.01)
+            raw.close()
             second = client.post(two + url, json=body)  # not waiting: only a hit can be 200
             assert second.status_code == 200, second.text
             assert second.headers["x-cache"] == "hit"
