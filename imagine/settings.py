@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_pixels: int = 1024 * 1024
     max_steps: int = 100
     max_prompt_chars: int = 2000
+    # Largest request body (0 = no limit): a larger one is a 413 before it is read. Bodies here
+    # are prompts and a few numbers; 1 MiB leaves room for any client's extra keys.
+    max_body_bytes: int = 1024 * 1024
 
     # --- engine
     queue_size: int = 64  # per model

@@ -18,6 +18,7 @@ from imagine import __version__
 from imagine.auth import TokenAuth
 from imagine.errors import ImagineError
 from imagine.http import docs, monitoring, routes_hf, routes_jobs
+from imagine.http.body_limit import BodyLimitMiddleware
 from imagine.http.errors import install_error_handlers
 from imagine.http.request_id import RequestIdMiddleware
 from imagine.http.state import ServerState, compute_type
@@ -99,6 +100,7 @@ def create_app(
         redoc_url="/redoc" if public_docs else None,
     )
     app.state.imagine = state
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     if settings.docs and state.auth.enabled:

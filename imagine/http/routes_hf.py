@@ -24,6 +24,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from imagine.errors import ImagineError, ModelNotFound
 from imagine.http.errors import error_response, internal_error_response
@@ -134,6 +135,8 @@ async def _generate(request: Request, model_id: str) -> Response:
         response = await _generate_or_raise(request, state, model_id, resolved)
     except ImagineError as exc:
         response = error_response(exc)
+    except ClientDisconnect:  # gone before its body arrived (or cut off by the body limit)
+        response = Response(status_code=499)
     except Exception as exc:  # a bug somewhere below: 500 without the traceback
         response = internal_error_response(exc, request_id)
     record_request(state, resolved.model_id, response.status_code)

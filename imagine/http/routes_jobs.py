@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.requests import ClientDisconnect
 
 from imagine.errors import ImagineError, InvalidRequest, JobNotFound
 from imagine.http.errors import error_headers, internal_error_response, status_for
@@ -76,6 +77,8 @@ async def _guard(request: Request, work: Any) -> Response:
         return await work
     except ImagineError as exc:
         return _problem(exc)
+    except ClientDisconnect:  # gone before its body arrived (or cut off by the body limit)
+        return Response(status_code=499)
     except Exception as exc:  # a bug below: 500 without the traceback
         return internal_error_response(exc, getattr(request.state, "request_id", None))
 

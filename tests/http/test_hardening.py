@@ -64,3 +64,29 @@ async def test_a_huge_model_id_is_cut_short(
     assert "20004 characters" in r.json()["error"]
     server_records = [r for r in caplog.records if not r.name.startswith("httpx")]  # not ours
     assert all(len(record.getMessage()) < 4096 for record in server_records)
+
+
+async def test_a_body_over_the_limit_is_a_413(make_client: MakeClient) -> None:
+    client = make_client(settings=Settings(preload=[], max_body_bytes=1000))
+    body = b'{"inputs": "' + b"a" * 2000 + b'"}'
+    r = await client.post("/models/org/model", content=body)
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]
+    assert r.headers["x-request-id"]  # still through the request-id middleware
+    ok = await client.post("/models/org/model", json={"inputs": "a cube", "parameters": {}})
+    assert ok.status_code == 200
+
+
+async def test_a_chunked_body_over_the_limit_is_a_413_too(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(settings=Settings(preload=[], max_body_bytes=1000))
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"inputs": "'
+        for _ in range(100):
+            yield b"a" * 100
+        yield b'"}'
+
+    r = await client.post("/models/org/model", content=chunks())
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no 500 traceback
