@@ -121,9 +121,10 @@ class Worker:
         requests = [job.request for job in live]
         started = time.monotonic()
         for job in live:
-            self._metrics.queue_seconds.labels(model=self.model_id).observe(
-                started - job.enqueued_at
-            )
+            if job.started_at is None:  # run again alone after a failed batch: not queued again
+                self._metrics.queue_seconds.labels(model=self.model_id).observe(
+                    started - job.enqueued_at
+                )
             job.started(batch)
         self._queue.running_remaining_s = self._queue.timer.average_s
         self._queue.renumber()

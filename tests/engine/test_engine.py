@@ -193,6 +193,11 @@ async def test_a_failed_batch_is_run_alone_so_only_the_bad_request_fails(
     assert [[r.seed for r in c.requests] for c in fake.calls] == [[0], [1, 2, 3], [1], [2], [3]]
     assert [o.request.seed for o in (outcomes[0], outcomes[2])] == [1, 3]
     assert isinstance(outcomes[1], GenerationFailed)
+    # running them again alone is not a second wait in the queue: one observation each
+    queued = engine.metrics.registry.get_sample_value(
+        "imagine_queue_seconds_count", {"model": outcomes[0].request.model_id}
+    )
+    assert queued == 4
     assert "RuntimeError: CUDA went away" in outcomes[1].message
     assert (await engine.generate(make_request(5), client_id="c", wait_for_model=True)).request
 
