@@ -230,9 +230,7 @@ async def _open_stream(request: Request, job_id: str) -> AsyncIterator[JobView]:
     """Check access before the stream starts (errors as JSON, not as a broken stream)."""
     state = _state(request)
     _, _, visible = _who(request, state)
-    jobs = _jobs(state)
-    await jobs.get(job_id, owner=visible)
-    return jobs.events(job_id, owner=visible)
+    return await _jobs(state).events(job_id, owner=visible)
 
 
 async def _replicate_events(views: AsyncIterator[JobView], base: str) -> AsyncIterator[dict]:

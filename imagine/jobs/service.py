@@ -182,8 +182,7 @@ class JobService:
         record = live.record if live is not None else await self.store.get(job_id)
         if record is None or (owner is not None and record.owner != owner):
             raise JobNotFound(f"no job with id {job_id[:64]!r}")
-        if record.expires_at is not None and record.expires_at <= time.time():
-            raise JobExpired(f"job {job_id} ended over {self._ttl_s:g} s ago; results deleted")
+        self._check_expiry(record)
         return live.view() if live is not None else JobView(record=record)
 
     async def list(
@@ -213,29 +212,29 @@ class JobService:
         return view
 
     async def events(self, job_id: str, *, owner: str | None) -> AsyncIterator[JobView]:
-        """The current view, then every change, ending after the job ends."""
+        """The current view, then every change, ending after the job ends. Raises JobNotFound
+        and JobExpired here, before the first view (a stream can then answer with an error)."""
         view = await self.get(job_id, owner=owner)
         live = self._live.get(job_id)
         if live is None or live.views is None:
-            yield view
-            return
-        async for update in live.views.subscribe():
-            yield update
-
-    def subscribers(self) -> int:
-        return sum(len(live.views) for live in self._live.values() if live.views is not None)
+            return _once(view)
+        return live.views.subscribe()
 
     async def output(self, job_id: str, name: str) -> bytes:
         """A stored result file. Raises JobNotFound, JobExpired."""
         record = await self.store.get(job_id)
         if record is None or name not in record.outputs:
             raise JobNotFound(f"no output {name[:32]!r} for job {job_id[:64]!r}")
-        if record.expires_at is not None and record.expires_at <= time.time():
-            raise JobExpired(f"job {job_id} ended over {self._ttl_s:g} s ago; results deleted")
+        self._check_expiry(record)
         data = await self.store.get_output(job_id, name)
         if data is None:
             raise JobNotFound(f"no output {name[:32]!r} for job {job_id[:64]!r}")
         return data
+
+    def _check_expiry(self, record: JobRecord) -> None:
+        """Raises JobExpired once the TTL has passed, even before the sweep deletes the files."""
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise JobExpired(f"job {record.id} ended over {self._ttl_s:g} s ago; results deleted")
 
     def preview(self, job_id: str) -> bytes | None:
         live = self._live.get(job_id)
@@ -401,6 +400,10 @@ class JobService:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _once(view: JobView) -> AsyncIterator[JobView]:
+    yield view
 
 
 def _merge(snaps: list[JobSnapshot]) -> JobSnapshot | None:
