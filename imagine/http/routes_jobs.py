@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -118,21 +119,18 @@ async def _create(request: Request, model_id: str | None) -> Response:
         previews=parsed.previews,
         base_url=_base(request),
     )
-    body = replicate.render(view, _base(request))
     if wait_s is not None:
         view = await jobs.wait(view.record.id, owner=None, timeout_s=wait_s)
-        body = replicate.render(view, _base(request))
-        if not view.state.terminal:
-            # The official client takes any status but `starting` after a wait as finished
-            # (and would return no output): a wait that ran out says `starting`.
-            body["status"] = "starting"
+    body = replicate.render(view, _base(request))
+    if wait_s is not None and not view.state.terminal:
+        # The official client takes any status but `starting` after a wait as finished (and
+        # would return no output): a wait that ran out says `starting`.
+        body["status"] = "starting"
     return JSONResponse(body, status_code=201)
 
 
 def _consecutive(first: GenerationRequest, n: int) -> list[GenerationRequest]:
     """num_outputs images: consecutive seeds from the first (wrapping below 2**63)."""
-    from dataclasses import replace
-
     return [replace(first, seed=(first.seed + i) % 2**63) for i in range(n)]
 
 
