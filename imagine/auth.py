@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
 import logging
@@ -50,20 +51,26 @@ class TokenAuth:
     def enabled(self) -> bool:
         return bool(self._hashes)
 
-    def authenticate(self, authorization: str | None) -> str | None:
-        """The digest of the presented token (a stable client id), or None when auth is off.
+    def authenticate(self, authorization: str | None, *, basic: bool = False) -> str | None:
+        """The digest of the presented token (a stable client id), or None when auth is off
+        (then any header, even a malformed one, is ignored).
 
-        Raises Unauthorized when auth is on and the header is missing, malformed or wrong.
-        The message never repeats the token.
+        `basic`: also accept HTTP Basic with the token as the password (A1111 clients send
+        Basic). Raises Unauthorized when auth is on and the header is missing, malformed or
+        wrong. The message never repeats the token.
         """
         if not self._hashes:
             return None
+        expected = "'Bearer <token>'" + (" or Basic with the token as password" if basic else "")
         if not authorization:
-            raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+            raise Unauthorized(f"missing token: send 'Authorization: {expected[1:]}")
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
+        if basic and scheme.lower() == "basic":
+            token = _basic_password(token)
+            scheme = "bearer"
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+            raise Unauthorized(f"malformed Authorization header: expected {expected}")
         digest = hash_token(token)
         matched = False
         for known in self._hashes:  # no early exit: time does not depend on which one matched
@@ -71,6 +78,15 @@ class TokenAuth:
         if not matched:
             raise Unauthorized("invalid bearer token")
         return digest
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of `Basic base64(user:password)`; empty when it is not one."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 def is_loopback(host: str) -> bool:

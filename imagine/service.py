@@ -2,6 +2,14 @@
 
     describe → validate → cache → engine → encode → cache put
 
+Two ways to run: `generate` / `generate_many` (cache first, then the engine; the caller waits),
+or `submit` + `finish` (an engine Job the caller can watch: progress, previews, cancel).
+
+Seed-less requests (the HF API's cache semantics, applied on every API): with the cache on, an
+identical request that names no seed gets the seed of the first such request, so the same image
+(and `x-seed`); the first one's seed is remembered under a seed-less key. Without the cache
+(`x-use-cache: false`) it keeps the fresh random seed validation chose.
+
 The HF routes, the job runner (imagine.jobs.service), the CLI and later adapters (OpenAI, A1111,
 a Ray ingress) call this; none of them repeats it. Validation and encoding run in worker threads
 (they may touch disk or take milliseconds), the engine on its own threads.
@@ -9,9 +17,10 @@ a Ray ingress) call this; none of them repeats it. Validation and encoding run i
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -19,12 +28,13 @@ import anyio.to_thread
 from imagine import imaging
 from imagine.cache.base import CachedImage, ResultCache
 from imagine.engine.base import Engine
+from imagine.engine.job import Job, PreviewPolicy
 from imagine.errors import ModelNotFound
 from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, GenerationResult, OutputFormat
 from imagine.settings import Settings
 
-__all__ = ["EncodedImage", "ImageService"]
+__all__ = ["EncodedImage", "ImageService", "consecutive_seeds"]
 
 # imagine.validation.build_request's signature (keyword-only):
 # (model_id, prompt, parameters, info, settings, output_format) -> GenerationRequest
@@ -52,6 +62,7 @@ class ImageService:
         engine: Engine,
         cache: ResultCache | None = None,
         build_request: BuildRequest | None = None,
+        previews: PreviewPolicy | None = None,
     ) -> None:
         if build_request is None:
             from imagine.validation import build_request as real
@@ -61,6 +72,7 @@ class ImageService:
         self.engine = engine
         self.cache = cache
         self._build_request = build_request
+        self.previews = previews  # how often a watched job renders a preview; None: never
 
     async def describe(self, model_id: str) -> ModelInfo:
         """Resolve a model id without loading it (may read disk). Raises ModelNotFound."""
@@ -124,6 +136,56 @@ class ImageService:
         )
         return await self.encode(result)
 
+    async def generate_many(
+        self,
+        first: GenerationRequest,
+        n: int,
+        *,
+        client_id: str,
+        seeded: bool,
+        use_cache: bool = True,
+        wait_for_model: bool = False,
+    ) -> list[EncodedImage]:
+        """`n` images with consecutive seeds from `first`'s, run side by side (the engine
+        batches them). `seeded`: the client named the seed; when it did not, the seed-less
+        cache semantics apply (module docstring). One failure cancels the others."""
+        alias = None
+        if not seeded and use_cache and self.cache is not None:
+            alias = _seedless_key(first)
+            known = await self.cache.get(alias)
+            if known is not None:
+                first, alias = replace(first, seed=known.seed), None
+        images = await _all(
+            self.generate(
+                r, client_id=client_id, use_cache=use_cache, wait_for_model=wait_for_model
+            )
+            for r in consecutive_seeds(first, n)
+        )
+        if alias is not None and self.cache is not None:
+            await self.cache.put(alias, CachedImage(body=b"", content_type=_SEED, seed=first.seed))
+        return images
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        client_id: str,
+        wait_for_model: bool = False,
+        previews: bool = False,
+    ) -> Job:
+        """Admit one request to the engine and return its Job at once (to watch or cancel);
+        `previews` renders previews by the server's policy. `finish` gets its image."""
+        return self.engine.submit(
+            request,
+            client_id=client_id,
+            wait_for_model=wait_for_model,
+            previews=self.previews if previews else None,
+        )
+
+    async def finish(self, job: Job) -> EncodedImage:
+        """The encoded (and cached) image of a submitted job, within the request timeout."""
+        return await self.encode(await self.engine.wait(job))
+
     async def encode(self, result: GenerationResult) -> EncodedImage:
         """Encode a result in its request's format (parameters embedded) and cache it."""
         used = result.request
@@ -140,6 +202,33 @@ class ImageService:
         return EncodedImage(
             body=body, content_type=content_type, seed=used.seed, cache="miss", timings=timings
         )
+
+
+def consecutive_seeds(first: GenerationRequest, n: int) -> list[GenerationRequest]:
+    """`n` requests: `first`, then the next seeds (wrapping below 2**63), as Replicate's
+    num_outputs, OpenAI's n and A1111's batches number their images."""
+    return [replace(first, seed=(first.seed + i) % 2**63) for i in range(n)]
+
+
+# A seed-less key holds only the seed of the first seed-less request (an empty body): the
+# image itself stays under its full key, or is made again from that seed if it was evicted.
+_SEED = "application/x-imagine-seed"
+
+
+def _seedless_key(request: GenerationRequest) -> str:
+    return "seedless:" + replace(request, seed=0).cache_key()
+
+
+async def _all(work: Iterable[Awaitable[EncodedImage]]) -> list[EncodedImage]:
+    """Await every image; the first failure cancels the rest and is raised."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 # Hub ids are at most 96 characters; a longer one is refused before it reaches the registry,

@@ -34,6 +34,10 @@ class Engine(Protocol):
         """Admit one request and return its Job at once (see imagine.engine.job). Raises
         ModelLoading (when not waiting), Overloaded (unless `force`), ModelLoadFailed."""
 
+    async def wait(self, job: Job) -> GenerationResult:
+        """The result of a submitted job within the request timeout. Raises Overloaded (it
+        never started), GenerationFailed, or the job's error; cancelling the caller cancels it."""
+
     async def generate(
         self, request: GenerationRequest, *, client_id: str, wait_for_model: bool
     ) -> GenerationResult:

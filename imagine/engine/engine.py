@@ -5,7 +5,8 @@
       ├─ model not ready, not waiting → load in the background, ModelLoading (503)
       ├─ RequestQueue.push          Overloaded (429) when the model's queue or the client is full
       └─ the model's Worker runs it (batcher → run_batch thread) and settles the Job
-    generate(request) = submit, then wait for the Job within settings.request_timeout_s
+    wait(job)                      the result within settings.request_timeout_s
+    generate(request) = submit, then wait
 
 Cancellation: `Job.cancel()` removes a queued job at once. A running one is marked canceled and
 its result dropped; the pipeline call itself stops (at the next denoising step) only when every
@@ -134,10 +135,15 @@ class Engine:
     async def generate(
         self, request: GenerationRequest, *, client_id: str, wait_for_model: bool
     ) -> GenerationResult:
-        """Submit one request and wait for its image. Raises what `submit` raises, then
-        Overloaded (request_timeout_s passed in the queue), GenerationFailed, or the job's
-        error; cancelling the awaiting task cancels the job."""
+        """Submit one request and wait for its image (see `wait`)."""
         job = self.submit(request, client_id=client_id, wait_for_model=wait_for_model)
+        return await self.wait(job)
+
+    async def wait(self, job: Job) -> GenerationResult:
+        """The result of a submitted job within settings.request_timeout_s. Raises Overloaded
+        (the timeout passed in the queue), GenerationFailed (it passed while running), or the
+        job's error; cancelling the awaiting task cancels the job."""
+        request = job.request
         timeout = self._settings.request_timeout_s
         try:
             async with asyncio.timeout(timeout):

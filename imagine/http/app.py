@@ -52,7 +52,9 @@ def create_app(
     from imagine.service import ImageService
 
     metrics = getattr(engine, "metrics", None)
-    images = ImageService(settings=settings, engine=engine, cache=cache)
+    images = ImageService(
+        settings=settings, engine=engine, cache=cache, previews=_previews(settings, PreviewPolicy)
+    )
     state = ServerState(
         settings=settings,
         engine=engine,
@@ -71,7 +73,7 @@ def create_app(
                 images=images,
                 store=store,
                 ttl_s=settings.job_ttl_s,
-                previews=_previews(settings, PreviewPolicy),
+                previews=images.previews,
                 webhooks=webhooks,
                 render=lambda view: _render(view, settings),
                 metrics=metrics,

@@ -156,13 +156,20 @@ async def _generate_or_raise(
     info = await state.images.describe(model_id)
     resolved.model_id = info.model_id
     gen = await state.images.validate(model_id, wire.prompt, wire.parameters, fmt, info=info)
-    image = await _unless_disconnected(
+    images = await _unless_disconnected(
         request,
-        state.images.generate(gen, client_id=client_id, use_cache=use_cache, wait_for_model=wait),
+        state.images.generate_many(
+            gen,
+            1,
+            client_id=client_id,
+            seeded=wire.parameters.get("seed") is not None,
+            use_cache=use_cache,
+            wait_for_model=wait,
+        ),
     )
-    if image is None:  # the client went away; nobody reads this
+    if images is None:  # the client went away; nobody reads this
         return Response(status_code=499)
-    return _image_response(image, time.perf_counter() - started, state)
+    return _image_response(images[0], time.perf_counter() - started, state)
 
 
 def _flag(request: Request, header: str, legacy: bool | None, *, default: bool) -> bool:
@@ -173,14 +180,14 @@ def _flag(request: Request, header: str, legacy: bool | None, *, default: bool) 
     return default if legacy is None else legacy
 
 
-async def _unless_disconnected(request: Request, work: Any) -> EncodedImage | None:
+async def _unless_disconnected(request: Request, work: Any) -> list[EncodedImage] | None:
     """Await `work`; if the client disconnects first, cancel it and return None."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
-            result: EncodedImage = task.result()
+            result: list[EncodedImage] = task.result()
             return result
         log.info("client disconnected; cancelling request %s", request.state.request_id)
         task.cancel()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -32,7 +31,7 @@ from imagine.http.state import ServerState
 from imagine.jobs.service import JobService, JobView
 from imagine.jobs.webhooks import check_target
 from imagine.protocols import replicate
-from imagine.request import GenerationRequest
+from imagine.service import consecutive_seeds
 
 __all__ = ["router"]
 
@@ -111,7 +110,7 @@ async def _create(request: Request, model_id: str | None) -> Response:
     view = await jobs.create(
         owner=owner,
         client_id=client_id,
-        requests=_consecutive(first, parsed.num_outputs),
+        requests=consecutive_seeds(first, parsed.num_outputs),
         input=parsed.input,
         webhook=parsed.webhook,
         webhook_events_filter=parsed.webhook_events_filter,
@@ -127,11 +126,6 @@ async def _create(request: Request, model_id: str | None) -> Response:
         # would return no output): a wait that ran out says `starting`.
         body["status"] = "starting"
     return JSONResponse(body, status_code=201)
-
-
-def _consecutive(first: GenerationRequest, n: int) -> list[GenerationRequest]:
-    """num_outputs images: consecutive seeds from the first (wrapping below 2**63)."""
-    return [replace(first, seed=(first.seed + i) % 2**63) for i in range(n)]
 
 
 @router.post("/v1/models/{owner}/{name}/predictions")

@@ -25,7 +25,7 @@ from imagine.errors import Canceled, ImagineError, InvalidRequest, JobExpired, J
 from imagine.jobs.record import JobRecord, JobState, new_job_id
 from imagine.jobs.store import JobStore
 from imagine.request import GenerationRequest
-from imagine.service import ImageService
+from imagine.service import EncodedImage, ImageService
 
 __all__ = ["JobService", "JobView"]
 
@@ -161,6 +161,38 @@ class JobService:
         live.accepted.set_result(True)
         self._count("created")
         return live.view()
+
+    async def keep(
+        self,
+        *,
+        owner: str,
+        requests: Sequence[GenerationRequest],
+        images: Sequence[EncodedImage],
+        input: dict[str, Any],
+        api: str,
+        base_url: str = "",
+    ) -> JobRecord:
+        """Store images another API made as a finished job, so they can be downloaded by URL
+        (`output`) until the job's TTL passes (OpenAI's `response_format: url`)."""
+        now = time.time()
+        record = JobRecord(
+            id=new_job_id(),
+            owner=owner,
+            model_id=requests[0].model_id,
+            input=input,
+            requests=[asdict(r) for r in requests],
+            api=api,
+            base_url=base_url,
+            started_at=now,
+            logs="generated\n",
+        )
+        await self.store.create(record)
+        names = []
+        for index, (request, image) in enumerate(zip(requests, images, strict=True)):
+            name = f"{index}.{request.output_format}"
+            await self.store.put_output(record.id, name, image.body)
+            names.append(name)
+        return await self._end(replace(record, outputs=names), JobState.SUCCEEDED)
 
     async def cancel(self, job_id: str, *, owner: str | None) -> JobView:
         """Cancel a queued or running job (queued: removed; running: stops at the next step);
@@ -334,7 +366,7 @@ class JobService:
         *,
         live: _Live | None = None,
         error: BaseException | None = None,
-    ) -> None:
+    ) -> JobRecord:
         now = time.time()
         started = record.started_at or now
         message = error.message if isinstance(error, ImagineError) else (str(error) or None)
@@ -363,6 +395,7 @@ class JobService:
                 self._webhook(live, "output")
             self._webhook(live, "completed")
             self._live.pop(record.id, None)
+        return final
 
     async def _save(self, record: JobRecord) -> None:
         try:
