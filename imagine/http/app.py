@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from imagine import __version__
 from imagine.auth import TokenAuth
 from imagine.errors import ImagineError
-from imagine.http import docs, monitoring, routes_hf, routes_jobs
+from imagine.http import docs, monitoring, routes_a1111, routes_hf, routes_jobs, routes_openai
 from imagine.http.body_limit import BodyLimitMiddleware
 from imagine.http.errors import install_error_handlers
 from imagine.http.request_id import RequestIdMiddleware
@@ -109,6 +109,8 @@ def create_app(
         app.include_router(docs.router)
     app.include_router(monitoring.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_a1111.router)
     app.include_router(routes_hf.router)
     return app
 

@@ -1,0 +1,9 @@
+"""The a1111 routes (being written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+__all__ = ["router"]
+
+router = APIRouter()

@@ -1,0 +1,9 @@
+"""The openai routes (being written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+__all__ = ["router"]
+
+router = APIRouter()
