@@ -39,8 +39,14 @@ _TAG_USER_COMMENT = 0x9286
 _ASCII_PREFIX = b"ASCII\x00\x00\x00"  # EXIF UserComment character-code header
 
 
-def encode(image: Image.Image, fmt: OutputFormat, parameters: Mapping[str, Any]) -> bytes:
-    """The encoded bytes of `image` in `fmt` with `parameters` (JSON-able) embedded.
+def encode(
+    image: Image.Image,
+    fmt: OutputFormat,
+    parameters: Mapping[str, Any],
+    quality: int | None = None,
+) -> bytes:
+    """The encoded bytes of `image` in `fmt` with `parameters` (JSON-able) embedded; `quality`
+    (1-100) for JPEG and WebP, else their defaults (PNG is lossless and ignores it).
 
     Raises ValueError for an unknown format.
     """
@@ -62,9 +68,18 @@ def encode(image: Image.Image, fmt: OutputFormat, parameters: Mapping[str, Any])
     exif[_TAG_SOFTWARE] = _SOFTWARE
     exif.get_ifd(_TAG_EXIF_IFD)[_TAG_USER_COMMENT] = _ASCII_PREFIX + as_json.encode("ascii")
     if fmt == "jpeg":
-        rgb.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0, exif=exif.tobytes())
+        rgb.save(buf, "JPEG", quality=quality or JPEG_QUALITY, subsampling=0, exif=exif.tobytes())
     else:
-        rgb.save(buf, "WEBP", quality=WEBP_QUALITY, method=4, exif=exif.tobytes())
+        rgb.save(buf, "WEBP", quality=quality or WEBP_QUALITY, method=4, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def convert(data: bytes, size: tuple[int, int], fmt: OutputFormat) -> bytes:
+    """An encoded image (a preview) resized to `size` and encoded in `fmt`, without metadata."""
+    with Image.open(io.BytesIO(data)) as image:
+        resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    resized.save(buf, {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt])
     return buf.getvalue()
 
 

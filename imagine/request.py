@@ -50,6 +50,8 @@ class GenerationRequest:
     scheduler: str  # diffusers class name actually used (the model default when none asked)
     seed: int
     output_format: OutputFormat = "png"
+    # JPEG/WebP quality 1-100 (OpenAI's output_compression); None: the encoder's default.
+    output_quality: int | None = None
     # Family-specific extras the spec allows (e.g. ("true_cfg_scale", 4.0) for FLUX), sorted.
     extras: tuple[tuple[str, Any], ...] = ()
     model_revision: str = ""  # identifies the weights (folder hash / hub commit) for the cache key
@@ -58,6 +60,7 @@ class GenerationRequest:
         """The generation parameters, as embedded in the image and reported to the client."""
         d = asdict(self)
         d.pop("output_format")
+        d.pop("output_quality")
         d.pop("model_revision")
         d["extras"] = dict(self.extras)
         return d

@@ -191,7 +191,7 @@ class ImageService:
         used = result.request
         started = time.perf_counter()
         body = await anyio.to_thread.run_sync(
-            imaging.encode, result.image, used.output_format, used.parameters()
+            imaging.encode, result.image, used.output_format, used.parameters(), used.output_quality
         )
         timings = {**result.timings, "encoding": time.perf_counter() - started}
         content_type = imaging.CONTENT_TYPES[used.output_format]

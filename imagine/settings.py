@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     preview_interval_ms: float = 250.0
     preview_max_side: int = 256
 
+    # --- the OpenAI Images API (/v1/images/generations)
+    # `model` names apps send by default, mapped to imagine model ids ("" = default_model); any
+    # other name must be a model id this server can serve.
+    openai_model_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict.fromkeys(
+            ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"), ""
+        )
+    )
+    openai_max_n: int = 4  # most images one request may ask for (`n`)
+
     log_level: str = "info"
 
     @field_validator("token_hashes")

@@ -16,17 +16,16 @@ Every POST's outcome (its status code) is counted in the engine's metrics, when 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from imagine.errors import ImagineError, ModelNotFound
+from imagine.http.disconnect import unless_disconnected
 from imagine.http.errors import error_response, internal_error_response
 from imagine.http.monitoring import record_request
 from imagine.http.state import ServerState
@@ -156,7 +155,7 @@ async def _generate_or_raise(
     info = await state.images.describe(model_id)
     resolved.model_id = info.model_id
     gen = await state.images.validate(model_id, wire.prompt, wire.parameters, fmt, info=info)
-    images = await _unless_disconnected(
+    images = await unless_disconnected(
         request,
         state.images.generate_many(
             gen,
@@ -178,34 +177,6 @@ def _flag(request: Request, header: str, legacy: bool | None, *, default: bool) 
     if value is not None:
         return value
     return default if legacy is None else legacy
-
-
-async def _unless_disconnected(request: Request, work: Any) -> list[EncodedImage] | None:
-    """Await `work`; if the client disconnects first, cancel it and return None."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            result: list[EncodedImage] = task.result()
-            return result
-        log.info("client disconnected; cancelling request %s", request.state.request_id)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)  # let the engine see it
-        return None
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-
-
-async def _wait_disconnect(request: Request) -> None:
-    # The body has been read, so the next ASGI message is the disconnect (servers send it when
-    # the peer closes, or once the response is complete).
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 # Stage names in the Server-Timing header (browsers' dev tools and the overhead bench read it).
