@@ -119,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from imagine.auth import InsecureBind, check_bind, install_log_redaction, is_loopback
     from imagine.http.app import create_app
+    from imagine.http.server import uvicorn_config
 
     settings = _serve_settings(args)
     try:
@@ -143,13 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("  auth: off (loopback bind, no tokens configured)")
     else:
         print("  auth: OFF on a public address (--allow-unauthenticated-public)", file=sys.stderr)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # keep our handlers (and their redaction filter)
-    )
+    uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
 
 

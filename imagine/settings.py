@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     # /openapi.json, /docs, /redoc (behind the token when tokens are configured); false: none
     docs: bool = True
 
+    # --- connections (imagine/http/server.py)
+    # A connection must send its request head within head_timeout_s of opening (or of its last
+    # response) and the body within body_timeout_s of the head, else it is closed: idle and
+    # slowloris sockets cannot pile up. Quiet keep-alive connections close after keep_alive_s.
+    head_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    # Connections + requests at once; past it a request is answered 503 at once. Kept below the
+    # open-files limit (raised to its hard maximum at start).
+    max_connections: int = 4096
+
     # --- models
     default_model: str = DEFAULT_MODEL
     preload: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL])

@@ -20,6 +20,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from imagine.http.server import uvicorn_config
+from imagine.settings import Settings
+
 
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
@@ -29,7 +32,9 @@ def serve(app: FastAPI) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    imagine = getattr(app.state, "imagine", None)  # a plain app (a webhook receiver) too
+    settings = imagine.settings if imagine is not None else Settings()
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
