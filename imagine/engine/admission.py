@@ -3,33 +3,57 @@
 One `RequestQueue` per model, owned by the engine and drained by that model's worker. Order is
 first come, first served; a request is refused at once (Overloaded, never an unbounded wait)
 when the model's queue holds `capacity` requests or its client already holds `per_client`.
-Every change tells the queued jobs their 1-based position and an ETA from the measured batch
-time.
+Every change tells the queued jobs their 1-based position and an ETA from the measured rate of
+work (pixels × steps) and the work ahead of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import time
 from collections import Counter
 
 from imagine.engine.job import Job
 from imagine.errors import Overloaded
 
+# With nothing measured yet, a batch is guessed at this long.
+_UNMEASURED_BATCH_S = 1.0
+# Retry-After is at least 1 s (whole seconds on the wire) and at most this.
+MAX_RETRY_AFTER_S = 300.0
 
-class BatchTimer:
-    """A moving average of recent batch durations, for Retry-After estimates."""
 
-    def __init__(self, *, initial_s: float = 1.0, alpha: float = 0.3) -> None:
-        self.average_s = initial_s
+def work(job: Job) -> int:
+    """The cost of one request in work units: pixels × denoising steps. A pipeline call's time
+    grows about linearly in it (measured on CPU; on a GPU a batch costs less per request, which
+    the measured rate absorbs)."""
+    request = job.request
+    return request.width * request.height * request.num_inference_steps
+
+
+class WorkRate:
+    """Seconds per work unit of one model, a moving average over the batches that ran to the
+    end. Estimates scale with each request's own cost, so one 1024² request no longer inflates
+    the estimates of the 512² ones after it (it did when this averaged whole batches: a
+    Retry-After of 123 s while each burst cleared in about 1 s)."""
+
+    def __init__(self, *, alpha: float = 0.3) -> None:
+        self.s_per_work: float | None = None
         self._alpha = alpha
-        self._seen = False
 
-    def record(self, seconds: float) -> None:
-        if not self._seen:
-            self.average_s, self._seen = seconds, True
+    def record(self, seconds: float, units: int) -> None:
+        if units <= 0 or seconds <= 0:
+            return
+        rate = seconds / units
+        if self.s_per_work is None:
+            self.s_per_work = rate
         else:
-            self.average_s += self._alpha * (seconds - self.average_s)
+            self.s_per_work += self._alpha * (rate - self.s_per_work)
+
+    def seconds(self, units: int) -> float:
+        """The predicted time of `units` of work."""
+        if self.s_per_work is None:
+            return _UNMEASURED_BATCH_S if units else 0.0
+        return units * self.s_per_work
 
 
 class RequestQueue:
@@ -51,20 +75,31 @@ class RequestQueue:
         self.capacity = capacity
         self.per_client = per_client
         self.max_batch_size = max_batch_size
-        self.timer = BatchTimer()
+        self.rate = WorkRate()
         self.changed = asyncio.Event()
         self._items: list[Job] = []
         self._per_client: Counter[str] = Counter()
-        # Seconds until the running batch ends (the worker updates it): part of a queued ETA.
-        self.running_remaining_s = 0.0
+        self._running_ends_at = 0.0  # monotonic time the running batch should end; 0: none
 
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def running_remaining_s(self) -> float:
+        """Seconds until the running batch should end (0 when none runs)."""
+        return max(0.0, self._running_ends_at - time.monotonic()) if self._running_ends_at else 0.0
+
+    def running(self, units: int) -> None:
+        """The worker started a batch of `units` work (0: the batch ended)."""
+        self._running_ends_at = time.monotonic() + self.rate.seconds(units) if units else 0.0
+        self.renumber()
+
     def retry_after(self) -> float:
-        """Seconds until the queue has likely drained by one batch-worth, at least 1."""
-        batches_ahead = math.ceil((len(self._items) + 1) / self.max_batch_size)
-        return max(1.0, round(batches_ahead * self.timer.average_s, 1))
+        """Seconds until there is likely room again: the running batch's rest plus the next
+        batch's predicted time, from the queued requests' own cost; within [1, 300]."""
+        first = self._items[: self.max_batch_size]
+        seconds = self.running_remaining_s + self.rate.seconds(sum(work(j) for j in first))
+        return min(MAX_RETRY_AFTER_S, max(1.0, round(seconds, 1)))
 
     def push(self, pending: Job, *, force: bool = False) -> None:
         """Admit `pending` at the tail. Raises Overloaded when the queue or the client is full,
@@ -93,12 +128,17 @@ class RequestQueue:
         self.renumber()
 
     def renumber(self) -> None:
-        """Tell every queued job its position and ETA: the running batch's remaining time plus
-        one average batch per batch ahead of it, its own included."""
-        for index, job in enumerate(self._items):
-            batches = index // self.max_batch_size + 1
-            eta = self.running_remaining_s + batches * self.timer.average_s
-            job.queued_at(index + 1, round(eta, 3))
+        """Tell every queued job its position and ETA: the running batch's rest plus the
+        predicted time of the work ahead of it, its own batch's included."""
+        running = self.running_remaining_s
+        ahead = 0
+        size = self.max_batch_size
+        for start in range(0, len(self._items), size):
+            chunk = self._items[start : start + size]
+            ahead += sum(work(job) for job in chunk)
+            eta = round(running + self.rate.seconds(ahead), 3)
+            for offset, job in enumerate(chunk):
+                job.queued_at(start + offset + 1, eta)
 
     def remove(self, pending: Job) -> bool:
         """Take `pending` out if still queued; True when it was."""

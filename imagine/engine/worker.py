@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from imagine.engine.admission import RequestQueue
+from imagine.engine.admission import RequestQueue, work
 from imagine.engine.batcher import next_batch
 from imagine.engine.job import Batch, Job
 from imagine.engine.ports import ManagerPort, StepInfo, StepObserver, model_thread
@@ -126,8 +126,8 @@ class Worker:
                     started - job.enqueued_at
                 )
             job.started(batch)
-        self._queue.running_remaining_s = self._queue.timer.average_s
-        self._queue.renumber()
+        units = sum(work(job) for job in live)
+        self._queue.running(units)
         steps = self._metrics.denoising_steps.labels(model=self.model_id)
 
         def observer(job: Job) -> StepObserver:
@@ -168,9 +168,10 @@ class Worker:
             _fail(live, _error_factory(exc))
             return
         finally:
-            self._queue.running_remaining_s = 0.0
+            self._queue.running(0)
         elapsed = time.monotonic() - started
-        self._queue.timer.record(elapsed)
+        if not batch.stopping.is_set() and any(job.live for job in live):
+            self._queue.rate.record(elapsed, units)  # a call that ran all its steps
         if batch.stopping.is_set():
             _fail(live, lambda: GenerationFailed("the server stopped this model while generating"))
             return
