@@ -23,7 +23,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from imagine.errors import InvalidRequest
-from imagine.models.spec import ModelInfo
+from imagine.models.spec import (
+    FamilySpec,
+    ModelInfo,
+    scheduler_allowed,
+    sigma_options_table,
+    split_scheduler,
+    supported_sigma_options,
+)
 from imagine.request import GenerationRequest, OutputFormat
 from imagine.settings import Settings
 
@@ -108,6 +115,22 @@ def _size(field: str, value: Any, multiple: int, max_pixels: int) -> int:
     return size
 
 
+def _schedulers_allowed(spec: FamilySpec, value: Any) -> str:
+    """What a scheduler may be: for an allowed class with a bad suffix, that class's suffixes;
+    else the classes and every suffix the model takes (per class: GET /models/{id}/info)."""
+    class_name, option = split_scheduler(value) if isinstance(value, str) else (None, None)
+    if class_name in spec.schedulers and option is not None:
+        options = supported_sigma_options(spec, class_name)
+        if not options:
+            return f"{class_name} takes no sigma suffix"
+        return f"{class_name} takes the sigma suffixes " + ", ".join(f":{o}" for o in options)
+    allowed = "must be one of " + ", ".join(spec.schedulers)
+    suffixes = dict.fromkeys(o for opts in sigma_options_table(spec).values() for o in opts)
+    if suffixes:
+        allowed += ", some with a sigma suffix " + ", ".join(f":{o}" for o in suffixes)
+    return allowed
+
+
 def build_request(
     *,
     model_id: str,
@@ -160,8 +183,8 @@ def build_request(
     )
 
     scheduler = params.get("scheduler", spec.default_scheduler)
-    if scheduler not in spec.schedulers:
-        raise _fail("scheduler", scheduler, "must be one of " + ", ".join(spec.schedulers))
+    if not isinstance(scheduler, str) or not scheduler_allowed(spec, scheduler):
+        raise _fail("scheduler", scheduler, _schedulers_allowed(spec, scheduler))
 
     seed = params.get("seed")
     if seed is None:

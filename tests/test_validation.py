@@ -221,3 +221,49 @@ def test_text_that_no_tokenizer_can_take_is_a_400_naming_the_field(
         build({**params, "guidance_scale": 7.0}, prompt=prompt)
     assert exc.value.field == field
     assert exc.value.message.startswith(field) and needle in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("family", "scheduler"),
+    [
+        ("sd", "EulerDiscreteScheduler:karras"),
+        ("sd", "DPMSolverMultistepScheduler:exponential"),
+        ("flux", "FlowMatchEulerDiscreteScheduler:karras"),
+        ("flux", "UniPCMultistepScheduler:karras"),
+    ],
+)
+def test_a_sigma_suffix_the_scheduler_supports_is_kept(family: str, scheduler: str) -> None:
+    size = {"width": 256, "height": 256}  # within SETTINGS.max_pixels for every family
+    req = build({**size, "scheduler": scheduler}, family=family)
+    assert req.scheduler == scheduler
+    plain = build(
+        {**size, "scheduler": scheduler.partition(":")[0], "seed": req.seed}, family=family
+    )
+    # Different sigmas never share a cache entry or a batch.
+    assert req.cache_key() != plain.cache_key()
+    spec = FAMILIES[family]
+    assert spec.batch_key(req) != spec.batch_key(plain)
+
+
+@pytest.mark.parametrize(
+    ("family", "scheduler", "words"),
+    [
+        ("sd", "DDIMScheduler:karras", ["DDIMScheduler takes no sigma suffix"]),
+        ("sd", "EulerDiscreteScheduler:", ["EulerDiscreteScheduler takes the sigma suffixes"]),
+        ("sd", "EulerDiscreteScheduler:Karras", [":karras, :exponential"]),
+        ("sd", "EulerDiscreteScheduler:karras:x", [":karras"]),
+        ("flux", "DPMSolverMultistepScheduler:karras", ["takes no sigma suffix"]),
+        ("flux", "UniPCMultistepScheduler:exponential", ["takes the sigma suffixes :karras"]),
+        ("sd", "NoSuchScheduler:karras", ["one of DDIMScheduler", "sigma suffix :karras"]),
+        ("sd", "FlowMatchEulerDiscreteScheduler:karras", ["EulerDiscreteScheduler", ":karras"]),
+    ],
+)
+def test_a_sigma_suffix_the_scheduler_lacks_is_refused(
+    family: str, scheduler: str, words: list[str]
+) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        build({"width": 256, "height": 256, "scheduler": scheduler}, family=family)
+    assert err.value.field == "scheduler"
+    assert repr(scheduler) in err.value.message
+    for word in words:
+        assert word in err.value.message, err.value.message

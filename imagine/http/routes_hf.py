@@ -29,7 +29,7 @@ from imagine.http.disconnect import unless_disconnected
 from imagine.http.errors import error_response, internal_error_response
 from imagine.http.monitoring import record_request
 from imagine.http.state import ServerState
-from imagine.models.spec import ModelInfo
+from imagine.models.spec import ModelInfo, sigma_options_table
 from imagine.protocols.hf import negotiate_format, parse_body, parse_bool_header
 from imagine.service import EncodedImage
 
@@ -98,6 +98,8 @@ async def model_info(request: Request, model_id: str) -> JSONResponse:
                 "max_prompt_tokens": spec.max_prompt_tokens,
             },
             "schedulers": list(spec.schedulers),
+            # Sigma suffixes a scheduler takes ("DPMSolverMultistepScheduler:karras").
+            "sigma_options": sigma_options_table(spec),
             "extras": {k: list(v) for k, v in spec.extras.items()},
         }
     )

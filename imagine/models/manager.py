@@ -28,7 +28,7 @@ from imagine.errors import GenerationFailed, ModelLoadFailed
 from imagine.models import cpu_runtime, loading
 from imagine.models.preview import PreviewTap
 from imagine.models.registry import ModelRegistry, ResolvedModel
-from imagine.models.spec import FamilySpec, ModelInfo
+from imagine.models.spec import FamilySpec, ModelInfo, scheduler_config
 from imagine.models.timing import StageClock
 from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver, no_preview
 from imagine.settings import Settings
@@ -72,14 +72,16 @@ class LoadedModel:
         return self.resolved.spec
 
     def scheduler_for(self, name: str) -> Any:
-        """The scheduler instance a request naming `name` runs: the model's own when it is that
-        class (and needs no overrides), else one built from the model's config, cached by name."""
-        overrides = dict(self.resolved.spec.scheduler_overrides.get(name, {}))
-        if type(self.base_scheduler).__name__ == name and not overrides:
+        """The scheduler instance a request naming `name` ("<Class>" or "<Class>:<sigmas>") runs:
+        the model's own when `name` is exactly its class and needs no config change, else one
+        built from the model's config plus the class's overrides and sigma flags, cached by the
+        full name (so ":karras" and the plain class are two instances)."""
+        class_name, config = scheduler_config(self.resolved.spec, name)
+        if type(self.base_scheduler).__name__ == name and not config:
             return self.base_scheduler
         if name not in self.schedulers:
-            cls = getattr(diffusers, name)
-            self.schedulers[name] = cls.from_config(self.base_scheduler.config, **overrides)
+            cls = getattr(diffusers, class_name)
+            self.schedulers[name] = cls.from_config(self.base_scheduler.config, **config)
         return self.schedulers[name]
 
 

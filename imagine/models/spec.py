@@ -6,8 +6,10 @@ No `if family == ...` anywhere else: callers read the spec.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from imagine.request import GenerationRequest
@@ -16,6 +18,19 @@ if TYPE_CHECKING:  # a contract module: importing it must not import torch (the 
     import torch
 
     from imagine.models.preview import PreviewSpec
+
+# Sigma schedules a request may add to a scheduler class as a suffix, "<Class>:<option>" (e.g.
+# "DPMSolverMultistepScheduler:karras", AUTOMATIC1111's "DPM++ 2M Karras"), and the diffusers
+# config flags each one sets. Which classes honour which option is family data
+# (FamilySpec.sigma_options): a class that lacks the flag would silently ignore it.
+SIGMA_OPTIONS: dict[str, dict[str, Any]] = {
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "beta": {"use_beta_sigmas": True},
+}
+# Options that need a package imagine does not depend on: offered only where it is installed
+# (diffusers raises ImportError when building a beta-sigmas scheduler without scipy).
+SIGMA_OPTION_NEEDS: dict[str, str] = {"beta": "scipy"}
 
 # Builds the keyword arguments of one pipeline call for a batch of compatible requests
 # (same batch_key). The generators list has one CPU generator per request, seeded from it.
@@ -46,6 +61,9 @@ class FamilySpec:
     default_scheduler: str  # the class the model runs when the request names none
     # Extra config applied when swapping to a scheduler, e.g. flow sigmas for DPM++ on FLUX/SD3.
     scheduler_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Scheduler class -> the SIGMA_OPTIONS it really applies on this family (a ":karras"-style
+    # suffix a request may add). Classes left out take no suffix.
+    sigma_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     max_prompt_tokens: int = 77
     # Family-specific extra parameters a request may set: name -> (min, max).
     extras: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -85,3 +103,52 @@ class ModelInfo:
     spec: FamilySpec  # the family spec with this model's overrides applied (e.g. LCM-LoRA defaults)
     revision: str
     state: str  # "unloaded" | "loading" | "ready" | "failed"
+
+
+def split_scheduler(name: str) -> tuple[str, str | None]:
+    """ "EulerDiscreteScheduler:karras" -> ("EulerDiscreteScheduler", "karras"); no suffix ->
+    (name, None). An empty or unknown suffix comes back as is, for validation to refuse."""
+    class_name, colon, option = name.partition(":")
+    return class_name, (option if colon else None)
+
+
+@cache
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def supported_sigma_options(spec: FamilySpec, class_name: str) -> tuple[str, ...]:
+    """The sigma options a request may add to `class_name` on a model of this spec."""
+    return tuple(
+        option
+        for option in spec.sigma_options.get(class_name, ())
+        if option not in SIGMA_OPTION_NEEDS or _installed(SIGMA_OPTION_NEEDS[option])
+    )
+
+
+def sigma_options_table(spec: FamilySpec) -> dict[str, list[str]]:
+    """{class: [options]} for the spec's schedulers that have any (GET /models/{id}/info)."""
+    table = {name: list(supported_sigma_options(spec, name)) for name in spec.schedulers}
+    return {name: options for name, options in table.items() if options}
+
+
+def scheduler_allowed(spec: FamilySpec, name: str) -> bool:
+    """Whether a request may name `name`: an allowed class, with a suffix that class supports."""
+    class_name, option = split_scheduler(name)
+    if class_name not in spec.schedulers:
+        return False
+    return option is None or option in supported_sigma_options(spec, class_name)
+
+
+def scheduler_config(spec: FamilySpec, name: str) -> tuple[str, dict[str, Any]]:
+    """The diffusers class to build for a (validated) name and the config to build it with on
+    top of the model's own: the class's overrides plus the sigma option's flags. No suffix keeps
+    the model's own sigma schedule. With one, every other sigma flag is switched off: diffusers
+    refuses two at once, and the model's config may carry one (a checkpoint shipped with
+    use_karras_sigmas asked for ":exponential")."""
+    class_name, option = split_scheduler(name)
+    config = dict(spec.scheduler_overrides.get(class_name, {}))
+    if option is not None:
+        config.update({flag: False for flags in SIGMA_OPTIONS.values() for flag in flags})
+        config.update(SIGMA_OPTIONS[option])
+    return class_name, config

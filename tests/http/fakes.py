@@ -25,6 +25,7 @@ FAKE_SPEC = FamilySpec(
     guidance_range=(0.0, 20.0),
     schedulers=("EulerDiscreteScheduler", "DDIMScheduler"),
     default_scheduler="EulerDiscreteScheduler",
+    sigma_options={"EulerDiscreteScheduler": ("karras", "exponential")},
     extras={"true_cfg_scale": (1.0, 10.0)},
 )
 

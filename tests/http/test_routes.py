@@ -209,6 +209,7 @@ async def test_get_status_health_and_info(client: httpx.AsyncClient) -> None:
     assert info["model_id"] == "org/model" and info["family"] == "fake"
     assert info["defaults"]["num_inference_steps"] == 4
     assert info["schedulers"] == ["EulerDiscreteScheduler", "DDIMScheduler"]
+    assert info["sigma_options"] == {"EulerDiscreteScheduler": ["karras", "exponential"]}
     assert info["limits"]["size_multiple"] == 8
     assert info["extras"] == {"true_cfg_scale": [1.0, 10.0]}
 

@@ -13,6 +13,7 @@ import pytest
 from imagine.engine.ports import model_bytes
 from imagine.errors import InvalidRequest
 from imagine.models.manager import LoadedModel, ModelManager
+from imagine.models.spec import sigma_options_table
 from imagine.request import GenerationRequest, StepInfo
 from imagine.settings import Settings
 from imagine.validation import build_request
@@ -104,6 +105,43 @@ def test_every_scheduler_in_the_allow_list_runs(manager: ModelManager, tiny_mode
         for name in model.spec.schedulers:
             req = request(manager, model_id, scheduler=name, num_inference_steps=2)
             assert pixels(manager, model, req)[0].shape == (32, 32, 3), name
+
+
+def test_a_sigma_schedule_changes_the_image_and_is_undone(
+    manager: ModelManager, tiny_model_ids: dict
+) -> None:
+    model_id = tiny_model_ids["sd"]
+    model = load(manager, model_id)
+    # The tiny model ships Euler, so the plain name runs the model's own scheduler.
+    assert type(model.base_scheduler).__name__ == "EulerDiscreteScheduler"
+    # 3 steps: at 2 the schedules share both ends, so Karras would change nothing.
+    plain = request(manager, model_id, scheduler="EulerDiscreteScheduler", num_inference_steps=3)
+    karras = request(
+        manager, model_id, scheduler="EulerDiscreteScheduler:karras", num_inference_steps=3
+    )
+    (before,) = pixels(manager, model, plain)
+    (first,) = pixels(manager, model, karras)
+    assert model.pipeline.scheduler is model.base_scheduler  # swapped back after the call
+    (again,) = pixels(manager, model, karras)
+    assert not np.array_equal(before, first), "Karras sigmas changed nothing"
+    assert np.array_equal(first, again), "same name and seed must give identical pixels"
+    assert np.array_equal(before, pixels(manager, model, plain)[0])
+    assert model.pipeline.scheduler is model.base_scheduler
+    swapped = model.schedulers["EulerDiscreteScheduler:karras"]  # cached by the full name
+    assert swapped.config.use_karras_sigmas and not model.base_scheduler.config.use_karras_sigmas
+
+
+def test_every_sigma_option_in_the_tables_runs(manager: ModelManager, tiny_model_ids: dict):
+    for family in ("sd", "flux"):  # one Euler-family and one flow-matching model
+        model_id = tiny_model_ids[family]
+        model = load(manager, model_id)
+        for name, options in sigma_options_table(model.spec).items():
+            for option in options:
+                req = request(
+                    manager, model_id, scheduler=f"{name}:{option}", num_inference_steps=3
+                )
+                image = pixels(manager, model, req)[0]
+                assert image.shape == (32, 32, 3) and image.std() > 0, req.scheduler
 
 
 def test_flow_models_reject_euler_only_schedulers(manager: ModelManager, tiny_model_ids: dict):

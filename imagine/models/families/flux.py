@@ -6,6 +6,7 @@ from __future__ import annotations
 from imagine.models.families._common import (
     FLOW_OVERRIDES,
     FLOW_SCHEDULERS,
+    FLOW_SIGMA_OPTIONS,
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
@@ -22,6 +23,7 @@ SPEC = FamilySpec(
     size_multiple=16,  # the pipeline silently floors other sizes; we reject them instead
     guidance_range=GUIDANCE_RANGE,
     schedulers=FLOW_SCHEDULERS,
+    sigma_options=FLOW_SIGMA_OPTIONS,
     default_scheduler="FlowMatchEulerDiscreteScheduler",
     scheduler_overrides=FLOW_OVERRIDES,
     max_prompt_tokens=512,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from imagine.models.families._common import (
     EULER_SCHEDULERS,
+    EULER_SIGMA_OPTIONS,
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
@@ -21,6 +22,7 @@ SPEC = FamilySpec(
     size_multiple=8,
     guidance_range=GUIDANCE_RANGE,
     schedulers=EULER_SCHEDULERS,
+    sigma_options=EULER_SIGMA_OPTIONS,
     default_scheduler="EulerDiscreteScheduler",
     max_prompt_tokens=256,
     build_call_kwargs=standard_call_kwargs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from imagine.models.families._common import (
     EULER_SCHEDULERS,
+    EULER_SIGMA_OPTIONS,
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
@@ -21,6 +22,7 @@ SPEC = FamilySpec(
     size_multiple=8,
     guidance_range=GUIDANCE_RANGE,
     schedulers=EULER_SCHEDULERS,
+    sigma_options=EULER_SIGMA_OPTIONS,
     # SD 1.5 ships PNDM, which fails below 4 steps; the registry keeps the model's own scheduler
     # when it is in the allow-list and falls back to this one otherwise.
     default_scheduler="EulerDiscreteScheduler",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from imagine.models.families._common import (
     FLOW_OVERRIDES,
     FLOW_SCHEDULERS,
+    FLOW_SIGMA_OPTIONS,
     GUIDANCE_RANGE,
     standard_call_kwargs,
 )
@@ -21,6 +22,7 @@ SPEC = FamilySpec(
     size_multiple=16,  # VAE factor 8 x patch size 2; the pipeline raises otherwise
     guidance_range=GUIDANCE_RANGE,
     schedulers=FLOW_SCHEDULERS,
+    sigma_options=FLOW_SIGMA_OPTIONS,
     default_scheduler="FlowMatchEulerDiscreteScheduler",
     scheduler_overrides=FLOW_OVERRIDES,
     max_prompt_tokens=256,
