@@ -6,7 +6,10 @@
     │   ├── Unauthorized        missing or wrong bearer token                401  unauthorized
     │   ├── ModelNotFound       the id resolves to nothing loadable          404  model_not_found
     │   ├── JobNotFound         no such job (or not the caller's)            404  job_not_found
-    │   └── JobExpired          the job's results passed their TTL           410  job_expired
+    │   ├── JobExpired          the job's results passed their TTL           410  job_expired
+    │   ├── BodyTooLarge        the body is over max_body_bytes              413  body_too_large
+    │   ├── RouteNotFound       no route at this path                        404  route_not_found
+    │   └── MethodNotAllowed    the path has no route for this method        405  method_not_allowed
     ├── Canceled                the job was canceled                         499  canceled
     ├── Overloaded              queue full / per-client cap; retry_after     429  overloaded
     ├── ModelLoading            still loading; has estimated_time            503  model_loading
@@ -71,6 +74,28 @@ class JobExpired(ClientError):
     """The job existed, but its results passed their TTL and were deleted."""
 
     code = "job_expired"
+
+
+class BodyTooLarge(ClientError):
+    """The request body is larger than the server accepts."""
+
+    code = "body_too_large"
+
+
+class RouteNotFound(ClientError):
+    """No route answers at this path."""
+
+    code = "route_not_found"
+
+
+class MethodNotAllowed(ClientError):
+    """The path exists, but not with this method; `allow` lists the methods it has."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class Canceled(ImagineError):

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     max_batch_size: int = 8
     batch_wait_ms: float = 20.0
     request_timeout_s: float = 600.0
+    # A request predicted (at the model's rate, measured when it loads) to run longer than this
+    # is refused with a 400 naming the limit, so one request cannot hold a model for minutes:
+    # with the default, a small request waits at most ~25 s behind the largest allowed one.
+    # 0 = no limit (and no calibration call at load).
+    max_request_s: float = 25.0
     # Largest sum of width×height one pipeline call may hold (0 = no limit): bounds activation
     # memory. A single request above it is refused with 400; batches are cut to fit it.
     max_batch_pixels: int = 0
@@ -133,6 +138,26 @@ class Settings(BaseSettings):
         )
     )
     openai_max_n: int = 4  # most images one request may ask for (`n`)
+
+    # --- the Hub (model ids found nowhere local are looked up on the Hugging Face Hub)
+    # Every Hub call (lookups and weight downloads) gives up after these: connecting, and
+    # waiting for the next bytes (huggingface_hub itself waits forever on some calls).
+    hub_connect_timeout_s: float = Field(default=5.0, gt=0)
+    hub_read_timeout_s: float = Field(default=10.0, gt=0)
+    # Lookups run on a pool of their own threads, so a stalled Hub holds only these and never
+    # the threads requests for local models need; one lookup per id (concurrent requests for it
+    # share it). Past `hub_max_lookups` running or waiting, a new id is refused at once with
+    # 429 + Retry-After; a request waits `hub_lookup_timeout_s` at most for its lookup (then
+    # 429 too; the lookup goes on and its answer is remembered).
+    hub_lookup_threads: int = Field(default=4, ge=1)
+    hub_max_lookups: int = Field(default=16, ge=1)
+    hub_lookup_timeout_s: float = Field(default=30.0, gt=0)
+    # An id the Hub does not have is not asked for again for `hub_miss_ttl_s`; one whose lookup
+    # failed (timeout, network, Hub 429/5xx) for `hub_failure_ttl_s` (both answer 404 meanwhile).
+    # /health reports the Hub "degraded" from a failure until a Hub call succeeds or
+    # `hub_failure_ttl_s` passes without another failure.
+    hub_miss_ttl_s: float = Field(default=60.0, gt=0)
+    hub_failure_ttl_s: float = Field(default=15.0, gt=0)
 
     log_level: str = "info"
 

@@ -31,6 +31,7 @@ from imagine.models.spec import (
     split_scheduler,
     supported_sigma_options,
 )
+from imagine.protocols._json import shown_keys
 from imagine.request import GenerationRequest, OutputFormat
 from imagine.settings import Settings
 
@@ -149,7 +150,7 @@ def build_request(
     params = {k: v for k, v in parameters.items() if v is not None}
     unknown = sorted(set(params) - KNOWN_KEYS - set(spec.extras))
     if unknown:
-        log.warning("ignoring unknown parameters for %s: %s", model_id, ", ".join(unknown))
+        log.warning("ignoring unknown parameters for %s: %s", model_id, shown_keys(unknown))
 
     text = _text("inputs", prompt, settings.max_prompt_chars, required=True)
     assert text is not None

@@ -61,6 +61,7 @@ def test_the_repeat_reports_the_first_seed_and_a_seeded_request_is_not_aliased(
     seed = (int(first.headers["x-seed"]) + 1) % 2**63
     seeded = httpx.post(url, json={**body, "parameters": {**body["parameters"], "seed": seed}})
     assert seeded.headers["x-seed"] == str(seed)
-    assert Image.open(io.BytesIO(seeded.content)).tobytes() != Image.open(
-        io.BytesIO(first.content)
-    ).tobytes()
+    assert (
+        Image.open(io.BytesIO(seeded.content)).tobytes()
+        != Image.open(io.BytesIO(first.content)).tobytes()
+    )

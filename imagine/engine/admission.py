@@ -13,47 +13,12 @@ import asyncio
 import time
 from collections import Counter
 
+from imagine.engine.cost import WorkRate, work
 from imagine.engine.job import Job
 from imagine.errors import Overloaded
 
-# With nothing measured yet, a batch is guessed at this long.
-_UNMEASURED_BATCH_S = 1.0
 # Retry-After is at least 1 s (whole seconds on the wire) and at most this.
 MAX_RETRY_AFTER_S = 300.0
-
-
-def work(job: Job) -> int:
-    """The cost of one request in work units: pixels × denoising steps. A pipeline call's time
-    grows about linearly in it (measured on CPU; on a GPU a batch costs less per request, which
-    the measured rate absorbs)."""
-    request = job.request
-    return request.width * request.height * request.num_inference_steps
-
-
-class WorkRate:
-    """Seconds per work unit of one model, a moving average over the batches that ran to the
-    end. Estimates scale with each request's own cost, so one 1024² request no longer inflates
-    the estimates of the 512² ones after it (it did when this averaged whole batches: a
-    Retry-After of 123 s while each burst cleared in about 1 s)."""
-
-    def __init__(self, *, alpha: float = 0.3) -> None:
-        self.s_per_work: float | None = None
-        self._alpha = alpha
-
-    def record(self, seconds: float, units: int) -> None:
-        if units <= 0 or seconds <= 0:
-            return
-        rate = seconds / units
-        if self.s_per_work is None:
-            self.s_per_work = rate
-        else:
-            self.s_per_work += self._alpha * (rate - self.s_per_work)
-
-    def seconds(self, units: int) -> float:
-        """The predicted time of `units` of work."""
-        if self.s_per_work is None:
-            return _UNMEASURED_BATCH_S if units else 0.0
-        return units * self.s_per_work
 
 
 class RequestQueue:
@@ -98,8 +63,17 @@ class RequestQueue:
         """Seconds until there is likely room again: the running batch's rest plus the next
         batch's predicted time, from the queued requests' own cost; within [1, 300]."""
         first = self._items[: self.max_batch_size]
-        seconds = self.running_remaining_s + self.rate.seconds(sum(work(j) for j in first))
+        units = sum(work(j) for j in first)
+        seconds = self.running_remaining_s + self.rate.seconds(units, calls=1 if first else 0)
         return min(MAX_RETRY_AFTER_S, max(1.0, round(seconds, 1)))
+
+    def wait_s(self, pending: Job) -> float:
+        """The predicted time until `pending` would be answered if queued now: the running
+        batch's rest, the queued work and its own (one call per batch-worth)."""
+        live = [j for j in self._items if j.live]
+        calls = len(live) // self.max_batch_size + 1
+        units = sum(work(j) for j in live) + work(pending)
+        return self.running_remaining_s + self.rate.seconds(units, calls)
 
     def push(self, pending: Job, *, force: bool = False) -> None:
         """Admit `pending` at the tail. Raises Overloaded when the queue or the client is full,
@@ -133,10 +107,10 @@ class RequestQueue:
         running = self.running_remaining_s
         ahead = 0
         size = self.max_batch_size
-        for start in range(0, len(self._items), size):
+        for calls, start in enumerate(range(0, len(self._items), size), start=1):
             chunk = self._items[start : start + size]
             ahead += sum(work(job) for job in chunk)
-            eta = round(running + self.rate.seconds(ahead), 3)
+            eta = round(running + self.rate.seconds(ahead, calls), 3)
             for offset, job in enumerate(chunk):
                 job.queued_at(start + offset + 1, eta)
 

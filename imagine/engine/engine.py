@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from imagine.engine.admission import RequestQueue
+from imagine.engine.cost import work
 from imagine.engine.job import Job, PreviewPolicy
 from imagine.engine.ports import ManagerPort
 from imagine.engine.residency import ModelSlot, Residency, copy_error
@@ -125,6 +126,9 @@ class Engine:
             previews=previews,
             job_id=job_id,
         )
+        self._check_cost(slot, job)
+        if not force:
+            self._check_deadline(slot, job)
         job.on_cancel = lambda j: self._withdraw(slot, j)
         slot.queue.push(job, force=force)
         self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))
@@ -182,6 +186,8 @@ class Engine:
                 if slot.worker and slot.worker.current
                 else 0,
                 "memory_bytes": slot.memory_bytes if slot.worker else 0,
+                # the measured cost rate: what max_request_s and Retry-After are computed from
+                "s_per_megapixel_step": _per_megapixel(slot.queue.rate.s_per_work),
             }
             if slot.load_error is not None:
                 entry["error"] = slot.load_error.message
@@ -211,6 +217,37 @@ class Engine:
             self._slots[model_id] = slot
         return slot
 
+    def _check_cost(self, slot: ModelSlot, job: Job) -> None:
+        """A request predicted (at this model's measured rate) to run longer than
+        max_request_s is refused: one request must not hold the model for everyone."""
+        limit = self._settings.max_request_s
+        if not limit or slot.queue.rate.s_per_work is None:
+            return
+        r = job.request
+        predicted = slot.queue.rate.seconds(work(job))
+        if predicted > limit:
+            raise InvalidRequest(
+                f"width × height × num_inference_steps = {r.width} × {r.height} × "
+                f"{r.num_inference_steps} is predicted to take {predicted:.0f} s on this server; "
+                f"the limit is {limit:g} s per request (max_request_s): use fewer steps or a "
+                "smaller size",
+                field="num_inference_steps",
+            )
+
+    def _check_deadline(self, slot: ModelSlot, job: Job) -> None:
+        """Refuse at once (429) what would wait past request_timeout_s behind the queued work,
+        rather than admit it to time out later."""
+        if slot.queue.rate.s_per_work is None:
+            return
+        wait = slot.queue.wait_s(job)
+        timeout = self._settings.request_timeout_s
+        if wait > timeout:
+            raise Overloaded(
+                f"the queued work for model {slot.model_id} would take {wait:.0f} s, past this "
+                f"server's {timeout:g} s request timeout; retry later",
+                retry_after=slot.queue.retry_after(),
+            )
+
     def _check_size(self, request: GenerationRequest) -> None:
         limit = self._settings.max_batch_pixels
         pixels = request.width * request.height
@@ -221,3 +258,7 @@ class Engine:
                 "(max_batch_pixels); ask for a smaller image",
                 field="width",
             )
+
+
+def _per_megapixel(s_per_work: float | None) -> float | None:
+    return None if s_per_work is None else round(s_per_work * 1e6, 4)

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from imagine.engine.admission import RequestQueue
+from imagine.engine.cost import calibration
 from imagine.engine.ports import ManagerPort, model_bytes
 from imagine.engine.worker import Worker
 from imagine.errors import GenerationFailed, ImagineError, ModelLoadFailed
@@ -89,8 +90,10 @@ class Residency:
                 self._load_failed(slot, exc)
                 return
             slot.memory_bytes = model_bytes(loaded)
-            slot.worker = self._new_worker(slot, loaded)
-            slot.worker.start()
+            worker = self._new_worker(slot, loaded)
+            await worker.calibrate()
+            slot.worker = worker
+            worker.start()
             self._metrics.model_loads.labels(model=slot.model_id, outcome="ok").inc()
             await self._make_room(exclude=slot, incoming=0)
             self._publish()
@@ -124,6 +127,7 @@ class Residency:
             max_batch_pixels=s.max_batch_pixels,
             batch_wait_s=s.batch_wait_ms / 1000.0,
             on_idle=self._on_idle,
+            calibration=calibration(slot.model_id, slot.spec) if s.max_request_s else [],
         )
 
     def used_bytes(self) -> int:

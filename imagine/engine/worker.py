@@ -17,17 +17,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from imagine.engine.admission import RequestQueue, work
+from imagine.engine.admission import RequestQueue
 from imagine.engine.batcher import next_batch
+from imagine.engine.cost import request_work, work
 from imagine.engine.job import Batch, Job
 from imagine.engine.ports import ManagerPort, StepInfo, StepObserver, model_thread
 from imagine.errors import GenerationFailed, ServerError
 from imagine.metrics import Metrics
-from imagine.request import GenerationResult
+from imagine.request import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Worker:
         max_batch_pixels: int,
         batch_wait_s: float,
         on_idle: Callable[[], None] = lambda: None,
+        calibration: Sequence[GenerationRequest] = (),
     ) -> None:
         self.model_id = model_id
         self.loaded = loaded
@@ -56,6 +58,7 @@ class Worker:
         self._max_size = max_batch_size
         self._max_pixels = max_batch_pixels
         self._wait_s = batch_wait_s
+        self._calibration = list(calibration)
         self._on_idle = on_idle
         shared = model_thread(loaded)
         self._owns_executor = shared is None
@@ -93,6 +96,31 @@ class Worker:
         # already shut down, so nothing runs there.
         with contextlib.suppress(RuntimeError):
             await asyncio.wrap_future(self._executor.submit(lambda: None))
+
+    async def calibrate(self) -> None:
+        """Time the calibration calls (imagine.engine.cost.calibration) and set the queue's
+        rate from the last two. Run before `start`, while the model still counts as loading."""
+        timed: list[tuple[float, int]] = []
+        for request in self._calibration:
+            started = time.monotonic()
+            try:
+                await asyncio.wrap_future(
+                    self._executor.submit(self._manager.run_batch, self.loaded, [request])
+                )
+            except Exception as exc:  # then the first real batches measure it instead
+                log.warning("calibrating %s failed: %s", self.model_id, str(exc)[:200])
+                return
+            timed.append((time.monotonic() - started, request_work(request)))
+        if len(timed) < 2:
+            return
+        rate = self._queue.rate
+        rate.calibrate(short=timed[-2], long=timed[-1])
+        log.info(
+            "%s: %.3g s per call + %.3g s per megapixel-step",
+            self.model_id,
+            rate.call_s,
+            (rate.s_per_work or 0) * 1e6,
+        )
 
     async def _run(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from imagine.errors import ImagineError
 from imagine.http import docs, monitoring, routes_a1111, routes_hf, routes_jobs, routes_openai
 from imagine.http.body_limit import BodyLimitMiddleware
 from imagine.http.errors import install_error_handlers
+from imagine.http.openapi import install_openapi
 from imagine.http.request_id import RequestIdMiddleware
 from imagine.http.state import ServerState, compute_type
 from imagine.settings import Settings
@@ -105,6 +106,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    install_openapi(app)
     if settings.docs and state.auth.enabled:
         app.include_router(docs.router)
     app.include_router(monitoring.router)

@@ -1,12 +1,15 @@
-"""A limit on request bodies: a body over `max_body_bytes` is a 413 `{"error"}`, before the app
+"""A limit on request bodies: a body over `max_body_bytes` is a 413 in the API's error shape,
+before the app
 reads it when Content-Length declares it, else (chunked) as soon as the limit is passed: the
 app then sees the client go away, and whatever it answers is replaced by the 413. Pure ASGI,
 like the request-id middleware."""
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagine.errors import BodyTooLarge
+from imagine.http.errors import shaped_error
 
 __all__ = ["BodyLimitMiddleware"]
 
@@ -48,12 +51,10 @@ class BodyLimitMiddleware:
         await self.app(scope, counted, guarded)
 
     async def _too_large(self, size: int, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {
-                "error": f"body: over {self.max_bytes} bytes ({size} seen); this server accepts "
-                f"at most {self.max_bytes} (max_body_bytes)"
-            },
-            status_code=413,
-            headers={"connection": "close"},
+        error = BodyTooLarge(
+            f"body: over {self.max_bytes} bytes ({size} seen); this server accepts at most "
+            f"{self.max_bytes} (max_body_bytes)"
         )
+        response = shaped_error(scope["path"], error)
+        response.headers["connection"] = "close"
         await response(scope, receive, send)

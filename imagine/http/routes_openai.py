@@ -71,7 +71,9 @@ async def generations(request: Request) -> Response:
     except ClientDisconnect:
         response = Response(status_code=499)
     except Exception as exc:  # a bug below: 500 without the traceback
-        response = internal_error_response(exc, getattr(request.state, "request_id", None))
+        response = internal_error_response(
+            exc, getattr(request.state, "request_id", None), request.url.path
+        )
     record_request(state, context.model_id, response.status_code)
     return response
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagine.errors import InvalidRequest
-from imagine.protocols._json import load_json
+from imagine.protocols._json import load_json, shown_keys
 from imagine.request import OutputFormat
 
 __all__ = [
@@ -101,7 +101,7 @@ def _from_object(payload: dict[str, Any]) -> WireRequest:
         raise InvalidRequest("inputs: must not be empty", field="inputs")
     unknown = sorted(set(payload) - _KNOWN_TOP_LEVEL)
     if unknown:
-        log.warning("ignoring unknown top-level keys: %s", ", ".join(unknown))
+        log.warning("ignoring unknown top-level keys: %s", shown_keys(unknown))
     use_cache, wait_for_model = _parse_options(payload.get("options"))
     return WireRequest(
         prompt=prompt,

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from imagine.errors import ImagineError, InvalidRequest
 from imagine.models.spec import FamilySpec
-from imagine.protocols._json import load_json
+from imagine.protocols._json import load_json, shown_keys
 from imagine.request import OutputFormat
 from imagine.settings import Settings
 
@@ -135,8 +135,7 @@ def parse(body: bytes, *, max_n: int) -> ImagesRequest:
         raise InvalidRequest("prompt: required, a non-empty string", field="prompt")
     unknown = sorted(set(payload) - _OPENAI_KEYS - set(OWN_PARAMETERS))
     if unknown:
-        names = ", ".join(k[:40] for k in unknown[:20])
-        log.warning("ignoring unknown keys: %s%s", names, " ..." if len(unknown) > 20 else "")
+        log.warning("ignoring unknown keys: %s", shown_keys(unknown))
     n = _int(payload, "n", 1, 1, max_n)
     stream = _choice(payload, "stream", False, (True, False))
     if stream and n != 1:

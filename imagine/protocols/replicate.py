@@ -18,7 +18,7 @@ from typing import Any
 from imagine.errors import ImagineError, InvalidRequest
 from imagine.jobs.record import JobState
 from imagine.jobs.service import JobView
-from imagine.protocols._json import load_json
+from imagine.protocols._json import load_json, shown_keys
 from imagine.request import OutputFormat
 
 __all__ = ["CreateRequest", "error_body", "parse_create", "parse_prefer_wait", "render"]
@@ -77,7 +77,7 @@ def parse_create(body: bytes, *, model_id: str | None) -> CreateRequest:
         raise InvalidRequest("body: expected a JSON object with 'input'", field="body")
     unknown = sorted(set(payload) - _KNOWN_BODY)
     if unknown:
-        log.warning("ignoring unknown prediction keys: %s", ", ".join(k[:40] for k in unknown))
+        log.warning("ignoring unknown prediction keys: %s", shown_keys(unknown))
     revision = None
     if model_id is None:
         version = payload.get("version")
@@ -96,7 +96,7 @@ def parse_create(body: bytes, *, model_id: str | None) -> CreateRequest:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("input.prompt: required, a non-empty string", field="input.prompt")
     fmt = raw.get("output_format", "png")
-    if fmt not in _FORMATS:
+    if not isinstance(fmt, str) or fmt not in _FORMATS:
         raise InvalidRequest(
             f"input.output_format = {str(fmt)[:20]!r} is invalid: must be one of png, jpg, webp",
             field="input.output_format",
@@ -111,7 +111,7 @@ def parse_create(body: bytes, *, model_id: str | None) -> CreateRequest:
     parameters = {k: raw[k] for k in _PARAMETERS if k in raw}
     ignored = sorted(set(raw) - set(_PARAMETERS) - {"prompt", "output_format", "num_outputs"})
     if ignored:
-        log.warning("ignoring unknown input keys: %s", ", ".join(k[:40] for k in ignored))
+        log.warning("ignoring unknown input keys: %s", shown_keys(ignored))
     webhook = payload.get("webhook")
     if webhook is not None and not isinstance(webhook, str):
         raise InvalidRequest("webhook: expected a URL string", field="webhook")

@@ -19,7 +19,12 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
     engines: list[Engine] = []
 
     def factory(manager: FakeManager | None = None, **overrides: Any) -> tuple[Engine, FakeManager]:
-        values: dict[str, Any] = {"preload": [], "batch_wait_ms": 0.0, **overrides}
+        values: dict[str, Any] = {
+            "preload": [],
+            "batch_wait_ms": 0.0,
+            "max_request_s": 0,
+            **overrides,
+        }
         settings = Settings(**values)
         fake = manager if manager is not None else FakeManager()
         engine = Engine(settings=settings, manager=fake)

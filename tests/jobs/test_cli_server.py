@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    settings = Settings(preload=[MODEL], max_steps=400)
+    settings = Settings(preload=[MODEL], max_steps=400, max_request_s=0)
     with serve(create_app(settings, build_engine(settings))) as url:
         yield url
 

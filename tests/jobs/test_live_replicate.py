@@ -31,7 +31,9 @@ LONG = 400  # steps: ~10 s on this CPU if nothing stopped it
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    settings = Settings(preload=[MODEL], max_steps=LONG, batch_wait_ms=0.0, per_client_queue=64)
+    settings = Settings(
+        preload=[MODEL], max_steps=LONG, max_request_s=0, batch_wait_ms=0.0, per_client_queue=64
+    )
     with serve(create_app(settings, build_engine(settings))) as url:
         yield url
 

@@ -1,0 +1,103 @@
+"""Fair cost control on a live server with the defaults (imagine/engine/cost.py): the model's
+rate is measured when it loads; a request predicted past max_request_s is a 400 naming the
+limit; while the largest allowed request runs, a small one is answered within 30 s; work that
+would wait past the request timeout is refused at once with a 429."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from imagine.cli import build_engine
+from imagine.http.app import create_app
+from imagine.settings import Settings
+from tests.http.live import serve
+from tests.jobs.live import MODEL, poll
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"inputs": "a red circle", "parameters": {"num_inference_steps": 4, "seed": 1}}
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    settings = Settings(preload=[MODEL])  # the defaults: max_request_s = 25
+    with serve(create_app(settings, build_engine(settings))) as url:
+        yield url
+
+
+def _rate(base_url: str) -> float:
+    """Seconds per megapixel-step, as measured by the server."""
+    rate = httpx.get(f"{base_url}/health").json()["engine"]["models"][MODEL]["s_per_megapixel_step"]
+    assert rate is not None and rate > 0, "the model was not calibrated at load"
+    return float(rate)
+
+
+def test_a_request_predicted_past_the_limit_is_a_400_naming_it(base_url: str) -> None:
+    r = httpx.post(
+        f"{base_url}/models/{MODEL}",
+        json={
+            "inputs": "a cat",
+            "parameters": {"width": 1024, "height": 1024, "num_inference_steps": 100},
+        },
+    )
+    assert r.status_code == 400
+    assert "max_request_s" in r.json()["error"] and "25 s" in r.json()["error"]
+
+
+def test_a_small_request_is_answered_within_30_s_while_the_largest_allowed_runs(
+    base_url: str,
+) -> None:
+    limit = Settings().max_request_s
+    size = 256
+    steps = min(Settings().max_steps, int(limit * 0.95 / (_rate(base_url) * size * size / 1e6)))
+    assert steps >= 1
+    big = {
+        "inputs": "a blue square",
+        "parameters": {"width": size, "height": size, "num_inference_steps": steps, "seed": 2},
+    }
+    outcome: dict[str, int] = {}
+
+    def run_big() -> None:
+        outcome["big"] = httpx.post(f"{base_url}/models/{MODEL}", json=big, timeout=120).status_code
+
+    worker = threading.Thread(target=run_big)
+    worker.start()
+    poll(
+        lambda: (
+            httpx.get(f"{base_url}/health").json()["engine"]["models"][MODEL]["running"] or None
+        ),
+        "the large request to start",
+    )
+    started = time.monotonic()
+    small = httpx.post(f"{base_url}/models/{MODEL}", json=SMALL, timeout=60)
+    waited = time.monotonic() - started
+    worker.join()
+    assert small.status_code == 200 and outcome["big"] == 200
+    print(f"large: {size}x{size} x {steps} steps; small answered after {waited:.1f} s")
+    assert waited <= 30.0
+
+
+def test_work_past_the_request_timeout_is_refused_at_once() -> None:
+    settings = Settings(preload=[MODEL], request_timeout_s=3.0, batch_wait_ms=0.0)
+    with serve(create_app(settings, build_engine(settings))) as url:
+        rate = _rate(url)
+        steps = max(2, int(2.0 / (rate * 64 * 64 / 1e6)))  # ~2 s each
+        create = f"{url}/v1/models/{MODEL}/predictions"
+        first = httpx.post(create, json={"input": {"prompt": "a", "num_inference_steps": steps}})
+        assert first.status_code == 201
+        refused = None
+        for i in range(4):  # 2 s of work each: the third or so passes the 3 s timeout
+            r = httpx.post(
+                create, json={"input": {"prompt": f"b{i}", "num_inference_steps": steps}}
+            )
+            if r.status_code == 429:
+                refused = r
+                break
+        assert refused is not None, "queued work past the timeout was admitted"
+        assert "request timeout" in refused.json()["detail"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 300
