@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # --- engine
     queue_size: int = 64  # per model
     per_client_queue: int = 16  # queued requests one token/client may hold
+    # Requests to the engine one token (or address, with auth off) may make per minute, in
+    # bursts of up to that many; past it a 429 with Retry-After. 0 = no limit. Cache hits
+    # are free.
+    client_requests_per_minute: int = 0
     max_batch_size: int = 8
     batch_wait_ms: float = 20.0
     request_timeout_s: float = 600.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from imagine.engine.cost import WorkRate, work
 from imagine.engine.job import Job
@@ -165,3 +165,35 @@ class RequestQueue:
         self._per_client[pending.client_id] -= 1
         if self._per_client[pending.client_id] <= 0:
             del self._per_client[pending.client_id]
+
+
+class ClientRateLimit:
+    """Requests per minute per client (token digest, or address when auth is off), as a token
+    bucket: a client may burst `per_minute` requests, then one every 60/per_minute seconds.
+    At most `max_clients` are remembered (least recently seen forgotten first), so a flood of
+    addresses cannot grow it without bound."""
+
+    def __init__(self, *, per_minute: int, max_clients: int = 10_000) -> None:
+        self.per_minute = per_minute
+        self._max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def take(self, client_id: str) -> None:
+        """Count one request of `client_id`. Raises Overloaded when its minute is used up."""
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        capacity = float(self.per_minute)
+        tokens, at = self._buckets.pop(client_id, (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * capacity / 60.0)
+        if tokens < 1.0:
+            self._buckets[client_id] = (tokens, now)
+            wait = (1.0 - tokens) * 60.0 / capacity
+            raise Overloaded(
+                f"this client has used its {self.per_minute} requests per minute "
+                "(client_requests_per_minute); retry later",
+                retry_after=wait,
+            )
+        self._buckets[client_id] = (tokens - 1.0, now)
+        while len(self._buckets) > self._max_clients:
+            self._buckets.popitem(last=False)

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from imagine.engine.admission import RequestQueue
+from imagine.engine.admission import ClientRateLimit, RequestQueue
 from imagine.engine.cost import work
 from imagine.engine.job import Job, PreviewPolicy
 from imagine.engine.ports import ManagerPort
@@ -56,6 +56,7 @@ class Engine:
         self.metrics = metrics if metrics is not None else Metrics()
         self._residency = Residency(settings=settings, manager=manager, metrics=self.metrics)
         self._slots = self._residency.slots()
+        self._rate_limit = ClientRateLimit(per_minute=settings.client_requests_per_minute)
 
     async def start(self) -> None:
         """Start loading every model in settings.preload in the background (does not wait).
@@ -129,6 +130,7 @@ class Engine:
         self._check_cost(slot, job)
         if not force:
             self._check_deadline(slot, job)
+            self._rate_limit.take(client_id)
         job.on_cancel = lambda j: self._withdraw(slot, j)
         slot.queue.push(job, force=force)
         self.metrics.queue_depth.labels(model=slot.model_id).set(len(slot.queue))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from imagine.engine.admission import MAX_RETRY_AFTER_S, RequestQueue, work
+from imagine.engine.admission import MAX_RETRY_AFTER_S, ClientRateLimit, RequestQueue
+from imagine.engine.cost import work
 from imagine.engine.job import Job
 from imagine.errors import Overloaded
+from tests.engine.conftest import EngineFactory
 from tests.engine.fake_manager import make_request
 
 
@@ -56,3 +58,23 @@ async def test_queued_etas_add_the_running_batch_and_the_work_ahead() -> None:
     assert etas[1] - etas[0] == pytest.approx(4 * etas[0], rel=0.01)
     queue.running(work(_job(512, 16)))  # a large batch starts: everyone waits longer
     assert all(job.snapshot.eta_s > eta for job, eta in zip(jobs, etas, strict=True))
+
+
+async def test_requests_per_minute_are_counted_per_client(make_engine: EngineFactory) -> None:
+    engine, _ = make_engine(client_requests_per_minute=3)
+    for seed in range(3):
+        await engine.generate(make_request(seed), client_id="a", wait_for_model=True)
+    with pytest.raises(Overloaded) as refused:
+        await engine.generate(make_request(9), client_id="a", wait_for_model=True)
+    assert "client_requests_per_minute" in refused.value.message
+    assert 1.0 <= refused.value.retry_after <= 20.0  # one request's share of the minute
+    await engine.generate(make_request(10), client_id="b", wait_for_model=True)  # another client
+
+
+async def test_the_rate_limit_remembers_a_bounded_number_of_clients() -> None:
+    limit = ClientRateLimit(per_minute=1, max_clients=100)
+    for n in range(1000):
+        limit.take(f"client-{n}")
+    limit.take("client-0")  # forgotten long ago: a fresh bucket
+    with pytest.raises(Overloaded):
+        limit.take("client-999")
