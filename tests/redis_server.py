@@ -34,15 +34,16 @@ def redis_server(*, ready_timeout_s: float = 20.0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_server_process(
-    *, ready_timeout_s: float = 20.0
+    *, ready_timeout_s: float = 20.0, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Run redis-server and yield (URL, process), for tests that freeze it (SIGSTOP) or kill
-    it; on exit it is resumed if stopped and terminated."""
+    """Run redis-server (on `port`, else a free one) and yield (URL, process), for tests that
+    freeze it (SIGSTOP) or kill and restart it; on exit it is resumed if stopped and
+    terminated."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed (run scripts/test-deps.sh)")
     with tempfile.TemporaryDirectory(prefix="imagine-redis-") as workdir:
-        port = free_port()
+        port = port or free_port()
         args = [
             binary,
             "--port",
