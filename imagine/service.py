@@ -29,7 +29,8 @@ from imagine import imaging
 from imagine.cache.base import CachedImage, ResultCache
 from imagine.engine.base import Engine
 from imagine.engine.job import Job, PreviewPolicy
-from imagine.errors import ModelNotFound
+from imagine.errors import ModelNotFound, Overloaded
+from imagine.models import hub
 from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, GenerationResult, OutputFormat
 from imagine.settings import Settings
@@ -75,9 +76,27 @@ class ImageService:
         self.previews = previews  # how often a watched job renders a preview; None: never
 
     async def describe(self, model_id: str) -> ModelInfo:
-        """Resolve a model id without loading it (may read disk). Raises ModelNotFound."""
+        """Resolve a model id without loading it (may read disk). Raises ModelNotFound,
+        Overloaded (the Hub's lookups are full, or the Hub did not answer in time).
+
+        A worker thread resolves what is local; an id that needs the Hub is looked up on the
+        Hub's own threads (imagine.models.hub) while this awaits it holding no thread, so a
+        stalled Hub cannot take the threads validation and encoding of other requests need."""
         _check_model_id(model_id)
-        return await anyio.to_thread.run_sync(self.engine.describe, model_id)
+
+        def local_or_pending() -> ModelInfo:
+            with hub.pending_instead_of_waiting():
+                return self.engine.describe(model_id)
+
+        for _ in range(_HUB_ROUNDS):
+            try:
+                return await anyio.to_thread.run_sync(local_or_pending)
+            except hub.HubLookupPending as pending:
+                await pending.wait()  # then ask again: the answer is remembered
+        raise Overloaded(
+            f"Model {model_id}: still resolving after {_HUB_ROUNDS} Hub lookups; retry",
+            retry_after=1.0,
+        )
 
     async def validate(
         self,
@@ -89,12 +108,12 @@ class ImageService:
         info: ModelInfo | None = None,
     ) -> GenerationRequest:
         """The canonical request (against `info` when the caller already described the
-        model). Raises ModelNotFound, InvalidRequest (naming the field)."""
-
+        model). Raises ModelNotFound, InvalidRequest (naming the field), Overloaded (see
+        `describe`)."""
         _check_model_id(model_id)
+        described = info or await self.describe(model_id)
 
         def build() -> GenerationRequest:
-            described = info or self.engine.describe(model_id)
             return self._build_request(
                 model_id=described.model_id,
                 prompt=prompt,
@@ -230,6 +249,9 @@ async def _all(work: Iterable[Awaitable[EncodedImage]]) -> list[EncodedImage]:
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
 
+
+# A model's id, then its LoRA's base: each may be one Hub lookup to wait for (module hub).
+_HUB_ROUNDS = 4
 
 # Hub ids are at most 96 characters; a longer one is refused before it reaches the registry,
 # an error body or a log line (a 100,000-character id came back in a 100 KB 404).

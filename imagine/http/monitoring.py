@@ -1,6 +1,7 @@
 """The operational routes.
 
-    GET /health    liveness, whether auth is on, and the engine's per-model report (no token)
+    GET /health    liveness, whether auth is on, the engine's per-model report and the Hub's
+                   (no token)
     GET /metrics   Prometheus exposition of the engine's `Metrics` (a token when auth is on);
                    404 `{"error"}` when the engine keeps no metrics
 
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
 from imagine.http.state import ServerState
+from imagine.models import hub
 
 __all__ = ["UNRESOLVED_MODEL", "record_request", "router"]
 
@@ -41,7 +43,9 @@ def record_request(state: ServerState, model: str | None, status: int) -> None:
 async def health(request: Request) -> dict[str, Any]:
     """`{"status": "ok", "auth": bool, "engine": engine.health()}`; the real engine reports
     `engine.models.<id>.state` (loading / ready / failed / unloaded) for every model it has
-    been asked for or preloads; `cache.state` says when the Redis cache is degraded."""
+    been asked for or preloads; `cache.state` says when the Redis cache is degraded;
+    `hub.state` ("ok" | "degraded", when downloads are allowed) when Hub calls time out or
+    fail (imagine.models.hub.HubStatus.report)."""
     state = _state(request)
     body: dict[str, Any] = {
         "status": "ok",
@@ -52,6 +56,8 @@ async def health(request: Request) -> dict[str, Any]:
     report = cache_health() if cache_health is not None else None
     if report:  # the Redis cache: {"backend": "redis", "state": "ok" | "degraded", ...}
         body["cache"] = report
+    if state.settings.allow_downloads:
+        body["hub"] = hub.ENDPOINT.report(quiet_s=state.settings.hub_failure_ttl_s)
     return body
 
 

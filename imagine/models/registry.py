@@ -10,7 +10,9 @@ Sources, first match wins:
      a path (`/x`, `~/x`, `./x`, `../x`) is ModelNotFound at once, saying how to enable them.
   4. the Hugging Face cache (`snapshot_download(local_files_only=True)`; honours HF_HOME)
   5. the Hub, when settings.allow_downloads and HF_HUB_OFFLINE is unset: only model_index.json
-     and the card are fetched here; the weights are fetched by `fetch()` at load time.
+     and the card are fetched here, through `hub.HubLookups` (threads of their own, one lookup
+     per id, a bound on lookups, answers remembered briefly); the weights are fetched by
+     `fetch()` at load time. Every Hub call has connect and read timeouts (hub.bound_timeouts).
 
 A folder with model_index.json is a pipeline; its `_class_name` picks the family. A folder
 without one but with `pytorch_lora_weights.safetensors` (or a card tagged `lora`) is a LoRA: its
@@ -23,23 +25,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
 
 from imagine.errors import ModelNotFound
-from imagine.models import folders, options
+from imagine.models import folders, hub, options
 from imagine.models.families import family_for_pipeline_class, supported_pipeline_classes
 from imagine.models.families import shapes as shapes_family
 from imagine.models.spec import FamilySpec
 from imagine.settings import Settings
-
-log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).parent / "builtin" / "weights"
 LORA_WEIGHTS = folders.LORA_WEIGHTS
@@ -54,9 +52,6 @@ BASE_FALLBACK: dict[str, str] = {
 }
 LORA_PATTERNS = ["README.md", "*.json", "*.safetensors"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-# A Hub miss is remembered this long, so clients retrying an unknown id do not each cost a
-# round trip to the Hub.
-HUB_MISS_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +96,16 @@ class ModelRegistry:
         )
         self._cache: dict[str, ResolvedModel] = {}
         self._lock = threading.Lock()
-        self._hub_misses: dict[str, float] = {}  # repo id -> monotonic time of the miss
+        self.hub = hub.HubLookups(settings=settings)
+        if settings.allow_downloads:
+            hub.bound_timeouts(
+                connect_s=settings.hub_connect_timeout_s, read_s=settings.hub_read_timeout_s
+            )
 
     def resolve(self, model_id: str) -> ResolvedModel:
-        """Resolve `model_id`. Raises ModelNotFound naming where it looked."""
+        """Resolve `model_id`. Raises ModelNotFound naming where it looked, Overloaded (the
+        Hub's lookups are full or slow: see imagine.models.hub) and, within
+        `hub.pending_instead_of_waiting()`, hub.HubLookupPending."""
         with self._lock:
             hit = self._cache.get(model_id)
         if hit is not None:
@@ -169,10 +170,10 @@ class ModelRegistry:
                 if self._settings.allow_downloads:  # a partial snapshot: fetch the rest at load
                     return dataclasses.replace(resolved, needs_fetch=True)
             if self._settings.allow_downloads and not huggingface_hub.constants.HF_HUB_OFFLINE:
-                looked.append("the Hugging Face Hub")
-                hub = self._from_hub(model_id, repo_id, allow_lora=allow_lora)
-                if hub is not None:
-                    return hub
+                remote, note = self._from_hub(model_id, repo_id, allow_lora=allow_lora)
+                if remote is not None:
+                    return remote
+                looked.append(f"the Hugging Face Hub ({note})" if note else "the Hugging Face Hub")
         where = "; ".join(looked) or "nothing (no model_dirs, and not a Hub repo id)"
         hint = "" if paths_allowed else " (not as a filesystem path: allow_path_model_ids is off)"
         raise ModelNotFound(f"Model {model_id} not found; looked in: {where}{hint}")
@@ -199,24 +200,24 @@ class ModelRegistry:
         except Exception:  # not cached (LocalEntryNotFoundError) or a malformed cache entry
             return None
 
-    def _from_hub(self, model_id: str, repo_id: str, *, allow_lora: bool) -> ResolvedModel | None:
-        """Fetch only the small files that say what the repo is; weights wait for fetch()."""
-        missed = self._hub_misses.get(repo_id)
-        if missed is not None and time.monotonic() - missed < HUB_MISS_TTL_S:
-            return None
-        try:
-            folder = Path(self._download(repo_id, ["model_index.json", "README.md"]))
-        except Exception as exc:
-            log.info("hub lookup of %s failed: %s", repo_id, exc)
-            self._hub_misses[repo_id] = time.monotonic()
-            return None
+    def _from_hub(
+        self, model_id: str, repo_id: str, *, allow_lora: bool
+    ) -> tuple[ResolvedModel | None, str]:
+        """Fetch only the small files that say what the repo is; weights wait for fetch().
+        Returns the model, or None and why (for the error message)."""
+        answer = self.hub.lookup(
+            repo_id, lambda: self._download(repo_id, ["model_index.json", "README.md"])
+        )
+        folder = answer.folder
+        if folder is None:
+            return None, answer.note
         if (folder / "model_index.json").is_file():
             resolved = self._from_folder(model_id, folder, "hub", allow_lora=False, repo_id=repo_id)
-            return dataclasses.replace(resolved, needs_fetch=True)
+            return dataclasses.replace(resolved, needs_fetch=True), ""
         if allow_lora and folders.card_says_lora(folder):
             resolved = self._lora(model_id, folder, "hub", repo_id)
-            return dataclasses.replace(resolved, lora_needs_fetch=True, lora_repo_id=repo_id)
-        return None
+            return dataclasses.replace(resolved, lora_needs_fetch=True, lora_repo_id=repo_id), ""
+        return None, ""
 
     def _download(self, repo_id: str, patterns: list[str]) -> str:
         return huggingface_hub.snapshot_download(
