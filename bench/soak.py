@@ -117,7 +117,10 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=120.0, help="seconds before RSS counts")
     p.add_argument("--every", type=float, default=30.0, help="seconds between reports")
     args = p.parse_args()
-    with model_source(args) as (model_id, dirs), server(model_id, dirs) as url:
+    # The clients stand for `concurrency` users, but share one address: give that address the
+    # queue share they would have had.
+    share = {"per_client_queue": max(16, 2 * args.concurrency)}
+    with model_source(args) as (model_id, dirs), server(model_id, dirs, **share) as url:
         result = asyncio.run(soak(url, model_id, args))
     print()
     for key, value in result.items():
