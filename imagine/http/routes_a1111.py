@@ -128,7 +128,9 @@ async def _guard(request: Request, work: Any) -> Response:
     except ClientDisconnect:  # gone before its body arrived
         return Response(status_code=499)
     except Exception as exc:  # a bug below: 500 without the traceback
-        return internal_error_response(exc, getattr(request.state, "request_id", None))
+        return internal_error_response(
+            exc, getattr(request.state, "request_id", None), request.url.path
+        )
 
 
 # --- models and options

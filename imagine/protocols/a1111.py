@@ -25,7 +25,7 @@ from typing import Any
 
 from imagine.errors import ImagineError, InvalidRequest
 from imagine.models.spec import FamilySpec, supported_sigma_options
-from imagine.protocols._json import load_json
+from imagine.protocols._json import load_json, shown_keys
 from imagine.request import GenerationRequest
 
 __all__ = [
@@ -145,9 +145,7 @@ def parse_txt2img(body: bytes) -> Txt2Img:
         raise InvalidRequest("override_settings: expected an object", field="override_settings")
     ignored += [f"override_settings.{k}" for k in overrides if k != "sd_model_checkpoint"]
     if ignored:  # cut short: a client can send thousands of keys
-        shown = ", ".join(k[:40] for k in ignored[:20])
-        more = f" (+{len(ignored) - 20} more)" if len(ignored) > 20 else ""
-        log.warning("txt2img: ignoring %d unsupported keys: %s%s", len(ignored), shown, more)
+        log.warning("txt2img: ignoring unsupported keys: %s", shown_keys(ignored))
     seed = payload.get("seed")
     if isinstance(seed, int | float) and not isinstance(seed, bool) and seed == -1:
         seed = None  # A1111's "random"
