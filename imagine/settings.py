@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # is refused with a 400 naming the limit, so one request cannot hold a model for minutes:
     # with the default, a small request waits at most ~25 s behind the largest allowed one.
     # 0 = no limit (and no calibration call at load).
-    max_request_s: float = 25.0
+    max_request_s: float = 15.0
     # Largest sum of width×height one pipeline call may hold (0 = no limit): bounds activation
     # memory. A single request above it is refused with 400; batches are cut to fit it.
     max_batch_pixels: int = 0

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections import Counter, OrderedDict
 
-from imagine.engine.cost import WorkRate, work
+from imagine.engine.cost import WorkRate
 from imagine.engine.job import Job
 from imagine.errors import Overloaded
 
@@ -54,7 +54,7 @@ class RequestQueue:
         """Seconds until the running batch should end (0 when none runs)."""
         return max(0.0, self._running_ends_at - time.monotonic()) if self._running_ends_at else 0.0
 
-    def running(self, units: int) -> None:
+    def running(self, units: float) -> None:
         """The worker started a batch of `units` work (0: the batch ended)."""
         self._running_ends_at = time.monotonic() + self.rate.seconds(units) if units else 0.0
         self.renumber()
@@ -63,7 +63,7 @@ class RequestQueue:
         """Seconds until there is likely room again: the running batch's rest plus the next
         batch's predicted time, from the queued requests' own cost; within [1, 300]."""
         first = self._items[: self.max_batch_size]
-        units = sum(work(j) for j in first)
+        units = sum(self.rate.units(j.request) for j in first)
         seconds = self.running_remaining_s + self.rate.seconds(units, calls=1 if first else 0)
         return min(MAX_RETRY_AFTER_S, max(1.0, round(seconds, 1)))
 
@@ -72,7 +72,7 @@ class RequestQueue:
         batch's rest, the queued work and its own (one call per batch-worth)."""
         live = [j for j in self._items if j.live]
         calls = len(live) // self.max_batch_size + 1
-        units = sum(work(j) for j in live) + work(pending)
+        units = sum(self.rate.units(j.request) for j in [*live, pending])
         return self.running_remaining_s + self.rate.seconds(units, calls)
 
     def push(self, pending: Job, *, force: bool = False) -> None:
@@ -105,11 +105,11 @@ class RequestQueue:
         """Tell every queued job its position and ETA: the running batch's rest plus the
         predicted time of the work ahead of it, its own batch's included."""
         running = self.running_remaining_s
-        ahead = 0
+        ahead = 0.0
         size = self.max_batch_size
         for calls, start in enumerate(range(0, len(self._items), size), start=1):
             chunk = self._items[start : start + size]
-            ahead += sum(work(job) for job in chunk)
+            ahead += sum(self.rate.units(job.request) for job in chunk)
             eta = round(running + self.rate.seconds(ahead, calls), 3)
             for offset, job in enumerate(chunk):
                 job.queued_at(start + offset + 1, eta)

@@ -25,7 +25,6 @@ import logging
 from typing import Any
 
 from imagine.engine.admission import ClientRateLimit, RequestQueue
-from imagine.engine.cost import work
 from imagine.engine.job import Job, PreviewPolicy
 from imagine.engine.ports import ManagerPort
 from imagine.engine.residency import ModelSlot, Residency, copy_error
@@ -188,8 +187,8 @@ class Engine:
                 if slot.worker and slot.worker.current
                 else 0,
                 "memory_bytes": slot.memory_bytes if slot.worker else 0,
-                # the measured cost rate: what max_request_s and Retry-After are computed from
-                "s_per_megapixel_step": _per_megapixel(slot.queue.rate.s_per_work),
+                # the measured cost model: what max_request_s and Retry-After come from
+                "cost": slot.queue.rate.describe(),
             }
             if slot.load_error is not None:
                 entry["error"] = slot.load_error.message
@@ -226,7 +225,7 @@ class Engine:
         if not limit or slot.queue.rate.s_per_work is None:
             return
         r = job.request
-        predicted = slot.queue.rate.seconds(work(job))
+        predicted = slot.queue.rate.seconds(slot.queue.rate.units(r))
         if predicted > limit:
             raise InvalidRequest(
                 f"width × height × num_inference_steps = {r.width} × {r.height} × "
@@ -260,7 +259,3 @@ class Engine:
                 "(max_batch_pixels); ask for a smaller image",
                 field="width",
             )
-
-
-def _per_megapixel(s_per_work: float | None) -> float | None:
-    return None if s_per_work is None else round(s_per_work * 1e6, 4)

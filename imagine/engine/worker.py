@@ -23,7 +23,6 @@ from typing import Any
 
 from imagine.engine.admission import RequestQueue
 from imagine.engine.batcher import next_batch
-from imagine.engine.cost import request_work, work
 from imagine.engine.job import Batch, Job
 from imagine.engine.ports import ManagerPort, StepInfo, StepObserver, model_thread
 from imagine.errors import GenerationFailed, ServerError
@@ -100,7 +99,7 @@ class Worker:
     async def calibrate(self) -> None:
         """Time the calibration calls (imagine.engine.cost.calibration) and set the queue's
         rate from the last two. Run before `start`, while the model still counts as loading."""
-        timed: list[tuple[float, int]] = []
+        timed: list[tuple[float, GenerationRequest]] = []
         for request in self._calibration:
             started = time.monotonic()
             try:
@@ -110,17 +109,12 @@ class Worker:
             except Exception as exc:  # then the first real batches measure it instead
                 log.warning("calibrating %s failed: %s", self.model_id, str(exc)[:200])
                 return
-            timed.append((time.monotonic() - started, request_work(request)))
-        if len(timed) < 2:
+            timed.append((time.monotonic() - started, request))
+        if len(timed) < 4:  # no calibration asked for (max_request_s = 0)
             return
         rate = self._queue.rate
-        rate.calibrate(short=timed[-2], long=timed[-1])
-        log.info(
-            "%s: %.3g s per call + %.3g s per megapixel-step",
-            self.model_id,
-            rate.call_s,
-            (rate.s_per_work or 0) * 1e6,
-        )
+        rate.calibrate(timed[1:])  # the first call only warms up
+        log.info("%s cost model: %s", self.model_id, rate.describe())
 
     async def _run(self) -> None:
         while True:
@@ -154,7 +148,7 @@ class Worker:
                     started - job.enqueued_at
                 )
             job.started(batch)
-        units = sum(work(job) for job in live)
+        units = sum(self._queue.rate.units(job.request) for job in live)
         self._queue.running(units)
         steps = self._metrics.denoising_steps.labels(model=self.model_id)
 

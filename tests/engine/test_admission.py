@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from imagine.engine.admission import MAX_RETRY_AFTER_S, ClientRateLimit, RequestQueue
-from imagine.engine.cost import work
 from imagine.engine.job import Job
 from imagine.errors import Overloaded
 from tests.engine.conftest import EngineFactory
@@ -16,6 +15,12 @@ from tests.engine.fake_manager import make_request
 def _job(size: int, steps: int, seed: int = 0) -> Job:
     request = make_request(seed, width=size, height=size, steps=steps)
     return Job(request, client_id=f"c{seed}", key=(size, steps))
+
+
+def work(job: Job) -> float:
+    return RequestQueue(model_id="m", capacity=1, per_client=1, max_batch_size=1).rate.units(
+        job.request
+    )
 
 
 def _queue(capacity: int = 2) -> RequestQueue:

@@ -25,16 +25,23 @@ SMALL = {"inputs": "a red circle", "parameters": {"num_inference_steps": 4, "see
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    settings = Settings(preload=[MODEL])  # the defaults: max_request_s = 25
+    settings = Settings(preload=[MODEL])  # the defaults: max_request_s = 15
     with serve(create_app(settings, build_engine(settings))) as url:
         yield url
 
 
-def _rate(base_url: str) -> float:
-    """Seconds per megapixel-step, as measured by the server."""
-    rate = httpx.get(f"{base_url}/health").json()["engine"]["models"][MODEL]["s_per_megapixel_step"]
-    assert rate is not None and rate > 0, "the model was not calibrated at load"
-    return float(rate)
+def _cost(base_url: str) -> dict[str, float]:
+    """The server's cost model of the model: call_s, exponent, s_per_megapixel_step."""
+    cost = httpx.get(f"{base_url}/health").json()["engine"]["models"][MODEL]["cost"]
+    assert cost is not None, "the model was not calibrated at load"
+    return cost
+
+
+def _steps_within(base_url: str, seconds: float, size: int) -> int:
+    """The most steps at size×size the server predicts to take at most `seconds`."""
+    cost = _cost(base_url)
+    per_step = cost["s_per_megapixel_step"] * (size * size / 1e6) ** cost["exponent"]
+    return int((seconds - cost["call_s"]) / per_step)
 
 
 def test_a_request_predicted_past_the_limit_is_a_400_naming_it(base_url: str) -> None:
@@ -46,15 +53,16 @@ def test_a_request_predicted_past_the_limit_is_a_400_naming_it(base_url: str) ->
         },
     )
     assert r.status_code == 400
-    assert "max_request_s" in r.json()["error"] and "25 s" in r.json()["error"]
+    assert "max_request_s" in r.json()["error"]
+    assert f"{Settings().max_request_s:g} s" in r.json()["error"]
 
 
 def test_a_small_request_is_answered_within_30_s_while_the_largest_allowed_runs(
     base_url: str,
 ) -> None:
     limit = Settings().max_request_s
-    size = 256
-    steps = min(Settings().max_steps, int(limit * 0.95 / (_rate(base_url) * size * size / 1e6)))
+    size = 512  # the largest cost runs longest at a large size, where attention weighs most
+    steps = min(Settings().max_steps, _steps_within(base_url, limit * 0.95, size))
     assert steps >= 1
     big = {
         "inputs": "a blue square",
@@ -85,8 +93,7 @@ def test_a_small_request_is_answered_within_30_s_while_the_largest_allowed_runs(
 def test_work_past_the_request_timeout_is_refused_at_once() -> None:
     settings = Settings(preload=[MODEL], request_timeout_s=3.0, batch_wait_ms=0.0)
     with serve(create_app(settings, build_engine(settings))) as url:
-        rate = _rate(url)
-        steps = max(2, int(2.0 / (rate * 64 * 64 / 1e6)))  # ~2 s each
+        steps = max(2, _steps_within(url, 2.0, 64))  # ~2 s each
         create = f"{url}/v1/models/{MODEL}/predictions"
         first = httpx.post(create, json={"input": {"prompt": "a", "num_inference_steps": steps}})
         assert first.status_code == 201

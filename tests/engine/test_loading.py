@@ -30,6 +30,7 @@ async def test_not_waiting_gets_loading_with_estimate_and_starts_the_load(
         "queued": 3,
         "running": 0,
         "memory_bytes": 0,
+        "cost": None,  # not measured before the model has loaded
     }
     fake.release_load()
     results = await asyncio.gather(*waiters)
