@@ -115,7 +115,8 @@ def test_webuiapi_body_parses_with_its_extra_keys_warned_not_fatal(
     assert parsed.send_images is True and parsed.checkpoint is None
     assert parsed.parameters["prompt"] == "a red circle" and "enable_hr" not in parsed.parameters
     (record,) = caplog.records
-    names = record.getMessage().rsplit("keys: ", 1)[1].split(" (+")[0].split(", ")
+    shown = record.getMessage().rsplit("keys: ", 1)[1].split(" (+")[0].split(", ")
+    names = [name.strip("'") for name in shown]  # escaped: shown as Python literals
     assert "enable_hr" in names and len(names) == 20  # at most 20 named
     assert not {"prompt", "seed", "steps", "sampler_name", "scheduler"} & set(names)
 
