@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # A request predicted (at the model's rate, measured when it loads) to run longer than this
     # is refused with a 400 naming the limit, so one request cannot hold a model for minutes:
     # with the default, a small request waits well under 30 s behind the largest allowed one (the
-    # prediction ran up to 1.5× low at 512² on CPU, hence 15 s).
+    # prediction ran up to 1.6× low at 512² on CPU, hence 15 s).
     # 0 = no limit (and no calibration call at load).
     max_request_s: float = 15.0
     # Largest sum of width×height one pipeline call may hold (0 = no limit): bounds activation

@@ -63,7 +63,7 @@ class RequestQueue:
         """Seconds until there is likely room again: the running batch's rest plus the next
         batch's predicted time, from the queued requests' own cost; within [1, 300]."""
         first = self._items[: self.max_batch_size]
-        units = sum(self.rate.units(j.request) for j in first)
+        units = self.rate.units_of(j.request for j in first)
         seconds = self.running_remaining_s + self.rate.seconds(units, calls=1 if first else 0)
         return min(MAX_RETRY_AFTER_S, max(1.0, round(seconds, 1)))
 
@@ -72,7 +72,7 @@ class RequestQueue:
         batch's rest, the queued work and its own (one call per batch-worth)."""
         live = [j for j in self._items if j.live]
         calls = len(live) // self.max_batch_size + 1
-        units = sum(self.rate.units(j.request) for j in [*live, pending])
+        units = self.rate.units_of(j.request for j in [*live, pending])
         return self.running_remaining_s + self.rate.seconds(units, calls)
 
     def push(self, pending: Job, *, force: bool = False) -> None:
@@ -109,7 +109,7 @@ class RequestQueue:
         size = self.max_batch_size
         for calls, start in enumerate(range(0, len(self._items), size), start=1):
             chunk = self._items[start : start + size]
-            ahead += sum(self.rate.units(job.request) for job in chunk)
+            ahead += self.rate.units_of(job.request for job in chunk)
             eta = round(running + self.rate.seconds(ahead, calls), 3)
             for offset, job in enumerate(chunk):
                 job.queued_at(start + offset + 1, eta)

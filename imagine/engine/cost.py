@@ -12,7 +12,7 @@ estimates, never promises.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from imagine.models.spec import FamilySpec
@@ -45,6 +45,9 @@ class WorkRate:
 
     def units(self, request: GenerationRequest) -> float:
         return request.num_inference_steps * (request.width * request.height) ** self.exponent
+
+    def units_of(self, requests: Iterable[GenerationRequest]) -> float:
+        return sum(self.units(request) for request in requests)
 
     def calibrate(self, timed: Sequence[tuple[float, GenerationRequest]]) -> None:
         """Fit from the timed calls of `calibration` (warm-up excluded): one step and

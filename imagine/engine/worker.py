@@ -98,7 +98,10 @@ class Worker:
 
     async def calibrate(self) -> None:
         """Time the calibration calls (imagine.engine.cost.calibration) and set the queue's
-        rate from the last two. Run before `start`, while the model still counts as loading."""
+        rate from all but the warm-up. Run before `start`, while the model still counts as
+        loading. Nothing to do when no calibration was asked for (max_request_s = 0)."""
+        if not self._calibration:
+            return
         timed: list[tuple[float, GenerationRequest]] = []
         for request in self._calibration:
             started = time.monotonic()
@@ -110,8 +113,6 @@ class Worker:
                 log.warning("calibrating %s failed: %s", self.model_id, str(exc)[:200])
                 return
             timed.append((time.monotonic() - started, request))
-        if len(timed) < 4:  # no calibration asked for (max_request_s = 0)
-            return
         rate = self._queue.rate
         rate.calibrate(timed[1:])  # the first call only warms up
         log.info("%s cost model: %s", self.model_id, rate.describe())
@@ -148,7 +149,7 @@ class Worker:
                     started - job.enqueued_at
                 )
             job.started(batch)
-        units = sum(self._queue.rate.units(job.request) for job in live)
+        units = self._queue.rate.units_of(job.request for job in live)
         self._queue.running(units)
         steps = self._metrics.denoising_steps.labels(model=self.model_id)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imagine.engine.admission import MAX_RETRY_AFTER_S, ClientRateLimit, RequestQueue
+from imagine.engine.cost import WorkRate
 from imagine.engine.job import Job
 from imagine.errors import Overloaded
 from tests.engine.conftest import EngineFactory
@@ -18,9 +19,7 @@ def _job(size: int, steps: int, seed: int = 0) -> Job:
 
 
 def work(job: Job) -> float:
-    return RequestQueue(model_id="m", capacity=1, per_client=1, max_batch_size=1).rate.units(
-        job.request
-    )
+    return WorkRate().units(job.request)  # a fresh rate: the queues' exponent before calibration
 
 
 def _queue(capacity: int = 2) -> RequestQueue:
