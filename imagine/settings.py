@@ -91,11 +91,10 @@ class Settings(BaseSettings):
     max_batch_size: int = 8
     batch_wait_ms: float = 20.0
     request_timeout_s: float = 600.0
-    # A request predicted (at the model's rate, measured when it loads) to run longer than this
-    # is refused with a 400 naming the limit, so one request cannot hold a model for minutes:
-    # with the default, a small request waits well under 30 s behind the largest allowed one (the
-    # prediction ran up to 1.6× low at 512² on CPU, hence 15 s).
-    # 0 = no limit (and no calibration call at load).
+    # A request predicted (from the model's cost, measured when it loads) to run longer than
+    # this is refused with a 400 naming the limit, so one request cannot hold a model for
+    # minutes: a small request then waits well under 30 s behind the largest one allowed.
+    # 0 = no limit (and no calibration calls at load).
     max_request_s: float = 15.0
     # Largest sum of width×height one pipeline call may hold (0 = no limit): bounds activation
     # memory. A single request above it is refused with 400; batches are cut to fit it.
@@ -156,6 +155,9 @@ class Settings(BaseSettings):
     # 429 too; the lookup goes on and its answer is remembered).
     hub_lookup_threads: int = Field(default=4, ge=1)
     hub_max_lookups: int = Field(default=16, ge=1)
+    # Of those, how many one client (token, or address with auth off) may start: past it its
+    # new ids are a 429, so made-up ids from one client leave room for everyone else's.
+    hub_lookups_per_client: int = Field(default=4, ge=1)
     hub_lookup_timeout_s: float = Field(default=30.0, gt=0)
     # An id the Hub does not have is not asked for again for `hub_miss_ttl_s`; one whose lookup
     # failed (timeout, network, Hub 429/5xx) for `hub_failure_ttl_s` (both answer 404 meanwhile).

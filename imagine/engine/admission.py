@@ -4,7 +4,7 @@ One `RequestQueue` per model, owned by the engine and drained by that model's wo
 first come, first served; a request is refused at once (Overloaded, never an unbounded wait)
 when the model's queue holds `capacity` requests or its client already holds `per_client`.
 Every change tells the queued jobs their 1-based position and an ETA from the measured rate of
-work (pixels × steps) and the work ahead of them.
+work (its predicted seconds, imagine.engine.cost) and the work ahead of them.
 """
 
 from __future__ import annotations

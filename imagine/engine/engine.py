@@ -3,6 +3,9 @@
     submit(request) → Job          (see imagine.engine.job for the lifecycle)
       ├─ size check                 InvalidRequest (400) above settings.max_batch_pixels
       ├─ model not ready, not waiting → load in the background, ModelLoading (503)
+      ├─ cost check                 InvalidRequest (400) when predicted past max_request_s
+      ├─ deadline check             Overloaded (429) when the work ahead would pass the timeout
+      ├─ client rate limit          Overloaded (429) past client_requests_per_minute
       ├─ RequestQueue.push          Overloaded (429) when the model's queue or the client is full
       └─ the model's Worker runs it (batcher → run_batch thread) and settles the Job
     wait(job)                      the result within settings.request_timeout_s
@@ -101,11 +104,13 @@ class Engine:
     ) -> Job:
         """Admit one request and return its Job at once (call on the event loop).
 
-        Raises InvalidRequest (too many pixels for the memory limit), ModelNotFound,
+        Raises InvalidRequest (too many pixels for the memory limit, or predicted to run past
+        max_request_s), ModelNotFound,
         ModelLoading (model not ready and `wait_for_model` False; a load is started),
         ModelLoadFailed (when not waiting, the last load failed and no request has been told
         yet; the next request retries), Overloaded (the model's queue or the client's share of
-        it is full; `force` skips these caps, for jobs accepted before a restart).
+        it is full, the client's rate is spent, or the work ahead would pass the request
+        timeout; `force` skips these, for jobs accepted before a restart).
         """
         self._check_size(request)
         slot = self._slot(request.model_id)
@@ -222,7 +227,7 @@ class Engine:
         """A request predicted (at this model's measured rate) to run longer than
         max_request_s is refused: one request must not hold the model for everyone."""
         limit = self._settings.max_request_s
-        if not limit or slot.queue.rate.s_per_work is None:
+        if not limit or not slot.queue.rate.measured:
             return
         r = job.request
         predicted = slot.queue.rate.seconds(slot.queue.rate.units(r))
@@ -238,7 +243,7 @@ class Engine:
     def _check_deadline(self, slot: ModelSlot, job: Job) -> None:
         """Refuse at once (429) what would wait past request_timeout_s behind the queued work,
         rather than admit it to time out later."""
-        if slot.queue.rate.s_per_work is None:
+        if not slot.queue.rate.measured:
             return
         wait = slot.queue.wait_s(job)
         timeout = self._settings.request_timeout_s

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from imagine.engine.admission import RequestQueue
-from imagine.engine.cost import calibration
+from imagine.engine.cost import Calibration
 from imagine.engine.ports import ManagerPort, model_bytes
 from imagine.engine.worker import Worker
 from imagine.errors import GenerationFailed, ImagineError, ModelLoadFailed
@@ -127,7 +127,16 @@ class Residency:
             max_batch_pixels=s.max_batch_pixels,
             batch_wait_s=s.batch_wait_ms / 1000.0,
             on_idle=self._on_idle,
-            calibration=calibration(slot.model_id, slot.spec) if s.max_request_s else [],
+            calibration=(
+                Calibration(
+                    slot.model_id,
+                    slot.spec,
+                    max_pixels=s.max_pixels,
+                    revision=self._manager.describe(slot.model_id).revision,
+                )
+                if s.max_request_s
+                else None
+            ),
         )
 
     def used_bytes(self) -> int:

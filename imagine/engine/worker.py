@@ -17,17 +17,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from imagine.engine.admission import RequestQueue
 from imagine.engine.batcher import next_batch
+from imagine.engine.cost import Calibration
 from imagine.engine.job import Batch, Job
 from imagine.engine.ports import ManagerPort, StepInfo, StepObserver, model_thread
 from imagine.errors import GenerationFailed, ServerError
 from imagine.metrics import Metrics
-from imagine.request import GenerationRequest, GenerationResult
+from imagine.request import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Worker:
         max_batch_pixels: int,
         batch_wait_s: float,
         on_idle: Callable[[], None] = lambda: None,
-        calibration: Sequence[GenerationRequest] = (),
+        calibration: Calibration | None = None,
     ) -> None:
         self.model_id = model_id
         self.loaded = loaded
@@ -57,7 +58,7 @@ class Worker:
         self._max_size = max_batch_size
         self._max_pixels = max_batch_pixels
         self._wait_s = batch_wait_s
-        self._calibration = list(calibration)
+        self._calibration = calibration
         self._on_idle = on_idle
         shared = model_thread(loaded)
         self._owns_executor = shared is None
@@ -97,13 +98,13 @@ class Worker:
             await asyncio.wrap_future(self._executor.submit(lambda: None))
 
     async def calibrate(self) -> None:
-        """Time the calibration calls (imagine.engine.cost.calibration) and set the queue's
-        rate from all but the warm-up. Run before `start`, while the model still counts as
+        """Time the calibration calls (imagine.engine.cost.Calibration) and give the queue's
+        rate the sizes they measured. Run before `start`, while the model still counts as
         loading. Nothing to do when no calibration was asked for (max_request_s = 0)."""
-        if not self._calibration:
+        plan = self._calibration
+        if plan is None:
             return
-        timed: list[tuple[float, GenerationRequest]] = []
-        for request in self._calibration:
+        for request in plan:
             started = time.monotonic()
             try:
                 await asyncio.wrap_future(
@@ -112,10 +113,9 @@ class Worker:
             except Exception as exc:  # then the first real batches measure it instead
                 log.warning("calibrating %s failed: %s", self.model_id, str(exc)[:200])
                 return
-            timed.append((time.monotonic() - started, request))
-        rate = self._queue.rate
-        rate.calibrate(timed[1:])  # the first call only warms up
-        log.info("%s cost model: %s", self.model_id, rate.describe())
+            plan.took(time.monotonic() - started)
+        self._queue.rate.calibrate(plan.sizes)
+        log.info("%s cost model: %s", self.model_id, self._queue.rate.describe())
 
     async def _run(self) -> None:
         while True:
