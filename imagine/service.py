@@ -10,8 +10,8 @@ identical request that names no seed gets the seed of the first such request, so
 (and `x-seed`); the first one's seed is remembered under a seed-less key. Without the cache
 (`x-use-cache: false`) it keeps the fresh random seed validation chose.
 
-The HF routes, the job runner (imagine.jobs.service), the CLI and later adapters (OpenAI, A1111,
-a Ray ingress) call this; none of them repeats it. Validation and encoding run in worker threads
+The HF, OpenAI and A1111 routes, the job runner (imagine.jobs.service) and the CLI call this
+(a Ray ingress will too); none of them repeats it. Validation and encoding run in worker threads
 (they may touch disk or take milliseconds), the engine on its own threads.
 """
 
@@ -75,17 +75,18 @@ class ImageService:
         self._build_request = build_request
         self.previews = previews  # how often a watched job renders a preview; None: never
 
-    async def describe(self, model_id: str) -> ModelInfo:
+    async def describe(self, model_id: str, *, client_id: str | None = None) -> ModelInfo:
         """Resolve a model id without loading it (may read disk). Raises ModelNotFound,
         Overloaded (the Hub's lookups are full, or the Hub did not answer in time).
 
         A worker thread resolves what is local; an id that needs the Hub is looked up on the
         Hub's own threads (imagine.models.hub) while this awaits it holding no thread, so a
-        stalled Hub cannot take the threads validation and encoding of other requests need."""
+        stalled Hub cannot take the threads validation and encoding of other requests need.
+        Lookups it starts count against `client_id`'s share (settings.hub_lookups_per_client)."""
         _check_model_id(model_id)
 
         def local_or_pending() -> ModelInfo:
-            with hub.pending_instead_of_waiting():
+            with hub.pending_instead_of_waiting(client_id):
                 return self.engine.describe(model_id)
 
         for _ in range(_HUB_ROUNDS):
@@ -106,12 +107,13 @@ class ImageService:
         output_format: OutputFormat = "png",
         *,
         info: ModelInfo | None = None,
+        client_id: str | None = None,
     ) -> GenerationRequest:
         """The canonical request (against `info` when the caller already described the
-        model). Raises ModelNotFound, InvalidRequest (naming the field), Overloaded (see
-        `describe`)."""
+        model; else described for `client_id`). Raises ModelNotFound, InvalidRequest (naming
+        the field), Overloaded (see `describe`)."""
         _check_model_id(model_id)
-        described = info or await self.describe(model_id)
+        described = info or await self.describe(model_id, client_id=client_id)
 
         def build() -> GenerationRequest:
             return self._build_request(

@@ -174,14 +174,14 @@ async def _models(state: ServerState) -> list[dict[str, Any]]:
     ]
 
 
-async def _checkpoint(state: ServerState, name: str, field: str) -> str:
+async def _checkpoint(state: ServerState, name: str, field: str, client_id: str) -> str:
     """The model id `name` means: an id, or a listed title / model_name / hash (any case),
     optionally with A1111's " [hash]" suffix. Raises CheckpointNotFound naming `field`."""
     wanted = name.strip()
     if wanted.endswith("]") and " [" in wanted:
         wanted = wanted[: wanted.rindex(" [")]
     try:
-        return (await state.images.describe(wanted)).model_id
+        return (await state.images.describe(wanted, client_id=client_id)).model_id
     except ModelNotFound as exc:
         cause = exc.message
     models = await _models(state)
@@ -236,7 +236,7 @@ async def _set_options(request: Request) -> Response:
     state, caller, _ = _caller(request)
     name = a1111.parse_options(await request.body())
     if name is not None:
-        caller.model = await _checkpoint(state, name, "sd_model_checkpoint")
+        caller.model = await _checkpoint(state, name, "sd_model_checkpoint", caller.id)
     return JSONResponse(None)
 
 
@@ -290,8 +290,8 @@ async def _txt2img_for(
     parsed = a1111.parse_txt2img(await request.body())
     if parsed.checkpoint is not None:
         field = "override_settings.sd_model_checkpoint"
-        model_id = await _checkpoint(state, parsed.checkpoint, field)
-    info = await state.images.describe(model_id)
+        model_id = await _checkpoint(state, parsed.checkpoint, field, caller.id)
+    info = await state.images.describe(model_id, client_id=caller.id)
     resolved.append(info.model_id)
     scheduler = a1111.scheduler_for(parsed.sampler, parsed.scheduler, info.spec)
     try:

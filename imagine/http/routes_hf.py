@@ -63,8 +63,8 @@ def _clean_model_id(model_id: str) -> str:
 
 async def _describe(request: Request, state: ServerState, model_id: str) -> ModelInfo:
     """Authenticate, then resolve the id without loading. Raises Unauthorized, ModelNotFound."""
-    _client_id(request, state)
-    return await state.images.describe(_clean_model_id(model_id))
+    client_id = _client_id(request, state)
+    return await state.images.describe(_clean_model_id(model_id), client_id=client_id)
 
 
 @router.get("/models/{model_id:path}/info")
@@ -154,7 +154,7 @@ async def _generate_or_raise(
     use_cache = _flag(request, "x-use-cache", wire.use_cache, default=True)
     wait = _flag(request, "x-wait-for-model", wire.wait_for_model, default=False)
     started = time.perf_counter()
-    info = await state.images.describe(model_id)
+    info = await state.images.describe(model_id, client_id=client_id)
     resolved.model_id = info.model_id
     gen = await state.images.validate(model_id, wire.prompt, wire.parameters, fmt, info=info)
     images = await unless_disconnected(

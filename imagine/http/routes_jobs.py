@@ -99,7 +99,11 @@ async def _create(request: Request, model_id: str | None) -> Response:
     wait_s = replicate.parse_prefer_wait(request.headers.get("prefer"))
     parsed = replicate.parse_create(await request.body(), model_id=model_id)
     first = await state.images.validate(
-        parsed.model_id, parsed.prompt, parsed.parameters, parsed.output_format
+        parsed.model_id,
+        parsed.prompt,
+        parsed.parameters,
+        parsed.output_format,
+        client_id=client_id,
     )
     if parsed.revision is not None and parsed.revision != first.model_revision:
         raise InvalidRequest(

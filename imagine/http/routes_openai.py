@@ -84,7 +84,7 @@ async def _generate(request: Request, state: ServerState, context: _Context) -> 
     parsed = openai.parse(await request.body(), max_n=state.settings.openai_max_n)
     context.parsed = parsed
     use_cache = parse_bool_header("x-use-cache", request.headers.get("x-use-cache"))
-    info = await state.images.describe(openai.model_for(parsed, state.settings))
+    info = await state.images.describe(openai.model_for(parsed, state.settings), client_id=caller)
     context.model_id = info.model_id
     params = openai.parameters_for(parsed, info.spec, state.settings)
     first = await state.images.validate(

@@ -5,6 +5,8 @@
       │                                              failures: settings.hub_failure_ttl_s)
       ├─ a lookup of this id already running      → shares it (one Hub call per id)
       ├─ settings.hub_max_lookups already running  → Overloaded (429 + Retry-After) at once
+      ├─ this client's hub_lookups_per_client running → Overloaded at once (one client must
+      │                                              not take every lookup with made-up ids)
       └─ else runs `work` on the lookups' own threads (settings.hub_lookup_threads)
 
 The caller either waits for the answer (at most settings.hub_lookup_timeout_s, then Overloaded)
@@ -51,17 +53,20 @@ log = logging.getLogger(__name__)
 _PRUNE_ABOVE = 1024  # remembered answers beyond this drop the expired ones
 
 _no_waiting: ContextVar[bool] = ContextVar("imagine_hub_no_waiting", default=False)
+_client: ContextVar[str | None] = ContextVar("imagine_hub_client", default=None)
 
 
 @contextlib.contextmanager
-def pending_instead_of_waiting() -> Iterator[None]:
+def pending_instead_of_waiting(client: str | None = None) -> Iterator[None]:
     """Within this block (in this thread), a lookup whose answer is not known yet raises
-    HubLookupPending instead of blocking."""
-    token = _no_waiting.set(True)
+    HubLookupPending instead of blocking; lookups it starts count against `client`'s share
+    (settings.hub_lookups_per_client; None: nobody's, as for preloads)."""
+    tokens = _no_waiting.set(True), _client.set(client)
     try:
         yield
     finally:
-        _no_waiting.reset(token)
+        _no_waiting.reset(tokens[0])
+        _client.reset(tokens[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,7 @@ class HubLookups:
         self._lock = threading.Lock()
         self._running: dict[str, Future[HubAnswer]] = {}
         self._answers: dict[str, HubAnswer] = {}
+        self._started_by: dict[str, str] = {}  # running repo id → the client that started it
 
     def lookup(self, repo_id: str, work: Callable[[], str | Path]) -> HubAnswer:
         """The Hub's answer for `repo_id`; `work` fetches its files and returns their folder
@@ -181,6 +187,17 @@ class HubLookups:
                         f"(hub_max_lookups); retry in {s.hub_read_timeout_s:g} s",
                         retry_after=s.hub_read_timeout_s,
                     )
+                client = _client.get()
+                if client is not None:
+                    mine = sum(1 for c in self._started_by.values() if c == client)
+                    if mine >= s.hub_lookups_per_client:
+                        raise Overloaded(
+                            f"Model {repo_id}: this client already has {mine} Hub lookups "
+                            f"running (hub_lookups_per_client); retry in "
+                            f"{s.hub_read_timeout_s:g} s",
+                            retry_after=s.hub_read_timeout_s,
+                        )
+                    self._started_by[repo_id] = client
                 future = self._pool.submit(self._run, repo_id, work)
                 self._running[repo_id] = future  # before _run can end: it needs the lock
         if _no_waiting.get() and not future.done():
@@ -209,6 +226,7 @@ class HubLookups:
                 answer = HubAnswer(None, note, time.monotonic() + s.hub_failure_ttl_s)
         with self._lock:
             self._running.pop(repo_id, None)
+            self._started_by.pop(repo_id, None)
             self._answers[repo_id] = answer
             if len(self._answers) > _PRUNE_ABOVE:
                 now = time.monotonic()

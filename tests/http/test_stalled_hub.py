@@ -64,6 +64,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "IMAGINE_HUB_CONNECT_TIMEOUT_S": "2",
             "IMAGINE_HUB_LOOKUP_THREADS": str(THREADS),
             "IMAGINE_HUB_MAX_LOOKUPS": str(MAX_LOOKUPS),
+            # the made-up ids all come from this one client: let it fill the global bound
+            # (the per-client share is tested in tests/models/test_hub.py)
+            "IMAGINE_HUB_LOOKUPS_PER_CLIENT": str(MAX_LOOKUPS),
             "IMAGINE_HUB_FAILURE_TTL_S": "120",  # answers stay remembered for the whole module
         }
         with (

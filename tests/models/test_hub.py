@@ -159,3 +159,26 @@ def test_huggingface_hubs_client_times_out_on_a_stalled_hub() -> None:
         hub.bound_timeouts(
             connect_s=defaults.hub_connect_timeout_s, read_s=defaults.hub_read_timeout_s
         )
+
+
+def test_one_client_cannot_take_every_lookup(tmp_path: Path) -> None:
+    hubs, _ = lookups(hub_max_lookups=8, hub_lookups_per_client=2)
+    work = Work(lambda: str(tmp_path))
+    try:
+        with hub.pending_instead_of_waiting("greedy"):
+            for repo in ("org/a", "org/b"):
+                with pytest.raises(hub.HubLookupPending):
+                    hubs.lookup(repo, work)
+            with pytest.raises(Overloaded, match="hub_lookups_per_client") as err:
+                hubs.lookup("org/c", work)
+            assert err.value.retry_after > 0
+            with pytest.raises(hub.HubLookupPending):  # its running ones are still shared
+                hubs.lookup("org/a", work)
+        with hub.pending_instead_of_waiting("polite"), pytest.raises(hub.HubLookupPending):
+            hubs.lookup("org/c", work)  # another client's lookup still starts
+    finally:
+        work.gate.set()
+    for repo in ("org/a", "org/b", "org/c"):
+        assert hubs.lookup(repo, work).folder == tmp_path
+    with hub.pending_instead_of_waiting("greedy"), pytest.raises(hub.HubLookupPending):
+        hubs.lookup("org/d", work)  # its lookups ended: room again
