@@ -1,8 +1,7 @@
 """A limit on request bodies: a body over `max_body_bytes` is a 413 in the API's error shape,
-before the app
-reads it when Content-Length declares it, else (chunked) as soon as the limit is passed: the
-app then sees the client go away, and whatever it answers is replaced by the 413. Pure ASGI,
-like the request-id middleware."""
+before the app reads it when Content-Length declares it, else (chunked) as soon as the limit
+is passed: the app then sees the client go away, and whatever it answers is replaced by the
+413. Pure ASGI, like the request-id middleware."""
 
 from __future__ import annotations
 

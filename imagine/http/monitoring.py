@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from starlette.exceptions import HTTPException
 
+from imagine.errors import RouteNotFound
 from imagine.http.state import ServerState
 from imagine.models import hub
 
@@ -68,6 +68,6 @@ async def metrics(request: Request) -> Response:
     state = _state(request)
     state.auth.authenticate(request.headers.get("authorization"))
     if state.metrics is None:
-        raise HTTPException(404, "metrics are off: this server's engine keeps no Metrics")
+        raise RouteNotFound("metrics are off: this server's engine keeps no Metrics")
     body, content_type = state.metrics.render()
     return Response(content=body, headers={"content-type": content_type})

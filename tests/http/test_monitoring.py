@@ -33,7 +33,7 @@ async def scrape(client: httpx.AsyncClient, **kwargs: object) -> dict[tuple[str,
 async def test_metrics_404_when_the_engine_keeps_none(client: httpx.AsyncClient) -> None:
     r = await client.get("/metrics")
     assert r.status_code == 404
-    assert list(r.json()) == ["error"] and "metrics" in r.json()["error"]
+    assert list(r.json()) == ["error"] and "metrics are off" in r.json()["error"]
 
 
 async def test_every_generation_outcome_is_counted(
