@@ -25,17 +25,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from imagine.engine.job import Job
-from imagine.errors import Canceled, ImagineError, InvalidRequest, ModelNotFound
+from imagine.errors import Canceled, ImagineError, InvalidRequest
+from imagine.http.a1111_state import Caller, Callers, Run, checkpoint, models, short_hash
 from imagine.http.disconnect import unless_disconnected
 from imagine.http.errors import error_headers, internal_error_response, status_for
 from imagine.http.monitoring import record_request
@@ -43,59 +40,10 @@ from imagine.http.state import ServerState
 from imagine.protocols import a1111
 from imagine.request import GenerationRequest
 from imagine.service import EncodedImage, consecutive_seeds
-from imagine.settings import Settings
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/sdapi/v1")
-
-MAX_CALLERS = 4096  # callers whose model choice and runs are kept (least recently seen go)
-MAX_LISTED = 500  # models listed by sd-models
-
-
-class CheckpointNotFound(ModelNotFound):
-    """A `sd_model_checkpoint` that names nothing this server can serve (404)."""
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass(eq=False)
-class _Run:
-    """One txt2img in flight, for progress and interrupt."""
-
-    count: int
-    jobs: list[Job] = field(default_factory=list)
-    ready: int = 0  # images from the cache
-    started: float = field(default_factory=time.time)
-    interrupted: bool = False
-
-
-@dataclass(eq=False)
-class _Caller:
-    id: str  # the engine's client id: the token's digest, or the client's address
-    model: str | None = None
-    runs: list[_Run] = field(default_factory=list)
-
-
-class Callers:
-    """Per-caller state, least recently seen evicted past `limit` (a client inventing callers
-    cannot grow it; an evicted caller's runs go on, out of progress/interrupt's sight)."""
-
-    def __init__(self, limit: int = MAX_CALLERS) -> None:
-        self._limit = limit
-        self._by_id: OrderedDict[str, _Caller] = OrderedDict()
-
-    def get(self, caller: str) -> _Caller:
-        entry = self._by_id.pop(caller, None) or _Caller(caller)
-        self._by_id[caller] = entry
-        while len(self._by_id) > self._limit:
-            self._by_id.popitem(last=False)
-        return entry
-
-    def peek(self, caller: str) -> _Caller | None:
-        return self._by_id.get(caller)
 
 
 def _state(request: Request) -> ServerState:
@@ -133,65 +81,6 @@ async def _guard(request: Request, work: Any) -> Response:
         )
 
 
-# --- models and options
-
-
-def _model_ids(settings: Settings) -> list[str]:
-    """default_model, preload, then model_dirs' pipeline folders (`name`, `org/name`,
-    `org--name`), at most two levels deep. Reads disk: call off the event loop."""
-    ids = [settings.default_model, *settings.preload]
-    for root in settings.model_dirs:
-        for path in sorted(root.glob("*/model_index.json")) + sorted(
-            root.glob("*/*/model_index.json")
-        ):
-            parts = path.parent.relative_to(root).parts
-            ids.append("/".join(parts) if len(parts) == 2 else parts[0].replace("--", "/", 1))
-            if len(ids) > MAX_LISTED:
-                break
-    return list(dict.fromkeys(ids))[:MAX_LISTED]
-
-
-async def _short_hash(state: ServerState, model_id: str) -> str | None:
-    try:
-        return (await state.images.describe(model_id)).revision[:10] or None
-    except ImagineError:
-        return None
-
-
-async def _models(state: ServerState) -> list[dict[str, Any]]:
-    ids = await anyio.to_thread.run_sync(_model_ids, state.settings)
-    hashes = [await _short_hash(state, model_id) for model_id in ids]
-    return [
-        {
-            "title": model_id,
-            "model_name": model_id,
-            "hash": short,
-            "sha256": None,
-            "filename": model_id,  # not the server's path
-            "config": None,
-        }
-        for model_id, short in zip(ids, hashes, strict=True)
-    ]
-
-
-async def _checkpoint(state: ServerState, name: str, field: str, client_id: str) -> str:
-    """The model id `name` means: an id, or a listed title / model_name / hash (any case),
-    optionally with A1111's " [hash]" suffix. Raises CheckpointNotFound naming `field`."""
-    wanted = name.strip()
-    if wanted.endswith("]") and " [" in wanted:
-        wanted = wanted[: wanted.rindex(" [")]
-    try:
-        return (await state.images.describe(wanted, client_id=client_id)).model_id
-    except ModelNotFound as exc:
-        cause = exc.message
-    models = await _models(state)
-    for entry in models:
-        if wanted.lower() in (entry["title"].lower(), entry["hash"] or entry["title"].lower()):
-            return str(entry["title"])
-    listed = ", ".join(m["title"] for m in models[:20])
-    raise CheckpointNotFound(f"{field} = {name[:100]!r}: {cause}; listed: {listed}", field=field)
-
-
 def _route(method: str, path: str) -> Any:
     """Register `work(request)` at `path`, its errors rendered in A1111's shape."""
 
@@ -206,7 +95,7 @@ def _route(method: str, path: str) -> Any:
     return register
 
 
-def _caller(request: Request) -> tuple[ServerState, _Caller, str]:
+def _caller(request: Request) -> tuple[ServerState, Caller, str]:
     """(state, the caller's entry, the caller's model id). Raises Unauthorized."""
     state = _state(request)
     caller = _callers(request).get(_who(request, state))
@@ -216,7 +105,7 @@ def _caller(request: Request) -> tuple[ServerState, _Caller, str]:
 @_route("GET", "/sd-models")
 async def _sd_models(request: Request) -> Response:
     state, _, _ = _caller(request)
-    return JSONResponse(await _models(state))
+    return JSONResponse(await models(state))
 
 
 @_route("GET", "/options")
@@ -225,7 +114,7 @@ async def _get_options(request: Request) -> Response:
     return JSONResponse(
         {
             "sd_model_checkpoint": model_id,
-            "sd_checkpoint_hash": await _short_hash(state, model_id),
+            "sd_checkpoint_hash": await short_hash(state, model_id),
             "samples_format": "png",
         }
     )
@@ -236,7 +125,7 @@ async def _set_options(request: Request) -> Response:
     state, caller, _ = _caller(request)
     name = a1111.parse_options(await request.body())
     if name is not None:
-        caller.model = await _checkpoint(state, name, "sd_model_checkpoint", caller.id)
+        caller.model = await checkpoint(state, name, "sd_model_checkpoint", caller.id)
     return JSONResponse(None)
 
 
@@ -285,12 +174,12 @@ async def _txt2img(request: Request) -> Response:
 
 
 async def _txt2img_for(
-    request: Request, state: ServerState, caller: _Caller, model_id: str, resolved: list[str]
+    request: Request, state: ServerState, caller: Caller, model_id: str, resolved: list[str]
 ) -> Response:
     parsed = a1111.parse_txt2img(await request.body())
     if parsed.checkpoint is not None:
         field = "override_settings.sd_model_checkpoint"
-        model_id = await _checkpoint(state, parsed.checkpoint, field, caller.id)
+        model_id = await checkpoint(state, parsed.checkpoint, field, caller.id)
     info = await state.images.describe(model_id, client_id=caller.id)
     resolved.append(info.model_id)
     scheduler = a1111.scheduler_for(parsed.sampler, parsed.scheduler, info.spec)
@@ -301,7 +190,7 @@ async def _txt2img_for(
     except InvalidRequest as exc:
         raise a1111.client_field(exc, parsed) from None
     requests = consecutive_seeds(first, parsed.n)
-    run = _Run(count=parsed.n)
+    run = Run(count=parsed.n)
     caller.runs.append(run)
     try:
         images = await unless_disconnected(
@@ -328,7 +217,7 @@ async def _txt2img_for(
 
 
 async def _generate(
-    state: ServerState, requests: list[GenerationRequest], run: _Run, *, client_id: str
+    state: ServerState, requests: list[GenerationRequest], run: Run, *, client_id: str
 ) -> list[EncodedImage | None]:
     """Each image from the cache, else from one engine job; all jobs are submitted at once (the
     engine batches them). After an interrupt: the images done so far, None for the others."""
