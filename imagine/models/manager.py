@@ -23,6 +23,7 @@ from typing import Any
 
 import diffusers
 import torch
+from PIL import Image
 
 from imagine.errors import GenerationFailed, ModelLoadFailed
 from imagine.models import cpu_runtime, loading
@@ -313,8 +314,9 @@ class ModelManager:
         try:
             pipe.scheduler = model.scheduler_for(first.scheduler)
             preview = spec.preview if observers else None
+            # The size the pipeline really runs at (a family with a render_size draws at its own).
             tap = (
-                PreviewTap(pipe, preview, height=first.height, width=first.width)
+                PreviewTap(pipe, preview, height=kwargs["height"], width=kwargs["width"])
                 if preview
                 else None
             )
@@ -336,9 +338,18 @@ class ModelManager:
             )
         timings = clock.timings()
         return [
-            GenerationResult(request=r, image=img, timings=dict(timings))
+            GenerationResult(request=r, image=_at_size(img, r), timings=dict(timings))
             for r, img in zip(requests, images, strict=True)
         ]
+
+
+def _at_size(image: Any, request: GenerationRequest) -> Any:
+    """The image at the requested size: a family with a render_size (spec) draws at its own size
+    and is scaled here; every other family's image already has it."""
+    size = (request.width, request.height)
+    if image.size == size:
+        return image
+    return image.resize(size, Image.LANCZOS)
 
 
 def _row_preview(tap: Any, row: int) -> Callable[[int], Any]:

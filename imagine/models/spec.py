@@ -7,6 +7,7 @@ No `if family == ...` anywhere else: callers read the spec.
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,6 +80,14 @@ class FamilySpec:
     # How to draw a live preview of the x0 estimate mid-generation (imagine/models/preview.py);
     # None: no previews for this family.
     preview: PreviewSpec | None = None
+    # (width, height) the pipeline always runs at, for a model that only knows one size (the
+    # embedded 32x32 pixel-space model tiles small objects over a larger canvas): its
+    # build_call_kwargs renders at this size and the manager scales each image to the request's
+    # size. None (every real family): the pipeline runs at the requested size.
+    render_size: tuple[int, int] | None = None
+    # (width, height) choices a client may offer for this family (GET /models/{id}/info); empty:
+    # size_presets() derives them from the model's default size.
+    size_presets: tuple[tuple[int, int], ...] = ()
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call (one generator each)."""
@@ -103,6 +112,37 @@ class ModelInfo:
     spec: FamilySpec  # the family spec with this model's overrides applied (e.g. LCM-LoRA defaults)
     revision: str
     state: str  # "unloaded" | "loading" | "ready" | "failed"
+
+
+# Aspect ratios (width, height) a family's size presets take when it names none of its own: the
+# common photo and screen formats, each at the model's native area (as SDXL's training buckets).
+PRESET_RATIOS: tuple[tuple[int, int], ...] = (
+    (1, 1),
+    (4, 3),
+    (3, 4),
+    (3, 2),
+    (2, 3),
+    (16, 9),
+    (9, 16),
+)
+
+
+def size_presets(spec: FamilySpec, max_pixels: int) -> list[tuple[int, int]]:
+    """The (width, height) choices to offer for a model of this spec: the default size first,
+    then the spec's own presets, else PRESET_RATIOS at the default size's area with each side
+    rounded down to the size multiple (so none is larger than the native area). Sizes over
+    `max_pixels` are left out; no size twice."""
+    step = spec.size_multiple
+    area = spec.default_width * spec.default_height
+    derived = [
+        (
+            max(step, int(math.sqrt(area * w / h)) // step * step),
+            max(step, int(math.sqrt(area * h / w)) // step * step),
+        )
+        for w, h in PRESET_RATIOS
+    ]
+    sizes = [(spec.default_width, spec.default_height), *(spec.size_presets or derived)]
+    return [size for size in dict.fromkeys(sizes) if size[0] * size[1] <= max_pixels]
 
 
 def split_scheduler(name: str) -> tuple[str, str | None]:

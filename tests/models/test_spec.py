@@ -1,5 +1,6 @@
 """Scheduler names with a sigma suffix ("<Class>:karras"): parsing, what each family allows, and
-the config the manager builds from them. Torch-free: these are spec data and small functions."""
+the config the manager builds from them; the size presets each family offers. Torch-free: these
+are spec data and small functions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from imagine.models.spec import (
     scheduler_allowed,
     scheduler_config,
     sigma_options_table,
+    size_presets,
     split_scheduler,
     supported_sigma_options,
 )
@@ -93,3 +95,29 @@ def test_scheduler_config() -> None:
     assert scheduler_config(flux, "UniPCMultistepScheduler")[1] == dict(
         flux.scheduler_overrides["UniPCMultistepScheduler"]
     )
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_size_presets_are_valid_sizes_at_most_the_native_area(family: str) -> None:
+    spec = FAMILIES[family]
+    presets = size_presets(spec, max_pixels=spec.default_width * spec.default_height * 64)
+    assert presets[0] == (spec.default_width, spec.default_height)
+    assert len(presets) == len(set(presets)) >= 3
+    for width, height in presets:
+        assert width % spec.size_multiple == 0 and height % spec.size_multiple == 0
+    assert any(w > h for w, h in presets) and any(w < h for w, h in presets)
+    if not spec.size_presets:  # derived from the aspect ratios: never above the native area
+        assert all(w * h <= spec.default_width * spec.default_height for w, h in presets)
+
+
+def test_size_presets_leave_out_sizes_over_max_pixels() -> None:
+    shapes = FAMILIES["shapes"]
+    assert (512, 512) in size_presets(shapes, max_pixels=1 << 20)
+    small = size_presets(shapes, max_pixels=128 * 128)
+    assert small and all(w * h <= 128 * 128 for w, h in small) and (512, 512) not in small
+
+
+def test_only_the_embedded_model_draws_at_a_size_of_its_own() -> None:
+    assert {name for name, spec in FAMILIES.items() if spec.render_size} == {"shapes"}
+    shapes = FAMILIES["shapes"]
+    assert shapes.render_size == (shapes.default_width, shapes.default_height)

@@ -2,6 +2,7 @@
 
     imagine eval-builtin --n 400                    # the shipped weights at default settings
     imagine eval-builtin --model runs/shapes/export --guidance 3 --grid grid.png
+    imagine eval-builtin --n 120 --width 96 --height 64   # a size other than the native one
 
 Each image is reduced to the world's resolution and every pixel is snapped to the nearest palette
 colour. The background is the commonest colour on the border; an object is the pixels of a named
@@ -178,6 +179,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--scheduler", default=None)
+    p.add_argument("--width", type=int, default=None, help="default: the model's")
+    p.add_argument("--height", type=int, default=None, help="default: the model's")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--grid", type=Path, default=None, help="save the first 16 images as a 4x4 grid")
     p.add_argument("--json", type=Path, default=None, help="write the scores here")
@@ -224,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         params["guidance_scale"] = args.guidance
     if args.scheduler:
         params["scheduler"] = args.scheduler
+    if args.width:
+        params["width"] = args.width
+    if args.height:
+        params["height"] = args.height
     scenes = evaluation_scenes(args.n, args.seed)
     scores: dict[str, dict[str, list[bool]]] = {
         "single": defaultdict(list),

@@ -3,9 +3,16 @@ lead): a pixel-space 32x32 UNet behind a 2x upsampling "VAE", loaded as a Stable
 
 The numbers below are the model's; change them here when the model changes. The registry uses this
 spec as is for the embedded model (no per-folder overrides).
+
+It always draws at its native 64x64 and the manager scales the picture to the requested size
+(`render_size`): run at 256x256 its UNet sees a 128x128 canvas it was never trained on and tiles
+dozens of small objects over it instead of the one scene the prompt asks for.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from imagine.models.families._common import (
     EULER_SCHEDULERS,
@@ -14,6 +21,10 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import PIXELS
 from imagine.models.spec import FamilySpec
+from imagine.request import GenerationRequest
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_ID = "imagine/shapes"
 NATIVE_SIZE = 64  # 32x32 UNet x 2 upsampling
@@ -25,6 +36,19 @@ SIZE_MULTIPLE = 8
 # the steps at high noise and end far from the data's spread even at 20 steps (checked on
 # diffusers 0.42.1 as in _common.py).
 SIGMA_OPTIONS = {name: ("karras", "exponential") for name in EULER_SIGMA_OPTIONS}
+# Offered by clients (the web page): the native size, larger squares it scales up to, and the
+# non-square sizes the evaluator was checked at (they stretch the square scene).
+SIZE_PRESETS = ((64, 64), (128, 128), (256, 256), (512, 512), (96, 64), (64, 96))
+
+
+def native_call_kwargs(
+    requests: Sequence[GenerationRequest], generators: list[torch.Generator]
+) -> dict[str, Any]:
+    """The standard call at the native size, whatever size was asked for (scaled afterwards)."""
+    kwargs = standard_call_kwargs(requests, generators)
+    kwargs["width"] = kwargs["height"] = NATIVE_SIZE
+    return kwargs
+
 
 SPEC = FamilySpec(
     name="shapes",
@@ -47,7 +71,9 @@ SPEC = FamilySpec(
         "DDPMScheduler": {"clip_sample": False},
     },
     max_prompt_tokens=24,  # the tokenizer's model_max_length (build.MAX_TOKENS)
-    build_call_kwargs=standard_call_kwargs,
+    build_call_kwargs=native_call_kwargs,
     preferred_dtype="float32",  # tiny model: half precision buys nothing and risks NaNs
     preview=PIXELS,
+    render_size=(NATIVE_SIZE, NATIVE_SIZE),
+    size_presets=SIZE_PRESETS,
 )

@@ -159,3 +159,59 @@ def test_every_allowed_scheduler_gives_a_recognisable_image(shapes, scheduler: s
         for index in map(evaluate.snap, images)
     ]
     assert sum(with_object) >= 4, (scheduler, with_object)
+
+
+def test_a_larger_size_shows_the_native_scene(shapes) -> None:
+    """256x256 is the 64x64 picture of the same prompt and seed, scaled: shrunk back it matches
+    the native one far more closely than two seeds' pictures match each other (drawn at 256x256
+    itself, the model tiled dozens of small objects over the canvas)."""
+    prompts = [
+        "a large yellow triangle at the top, blue background",
+        "a red circle left of a green square",
+    ]
+    native = generate(shapes, prompts, seeds=[3, 4])
+    large = generate(shapes, prompts, width=256, height=256, seeds=[3, 4])
+    other_seeds = generate(shapes, prompts, seeds=[5, 6])
+    for small, big, other in zip(native, large, other_seeds, strict=True):
+        assert big.size == (256, 256)
+        shrunk = np.asarray(big.resize(small.size, Image.BOX), np.float32)
+        same = np.abs(shrunk - np.asarray(small, np.float32)).mean()
+        different = np.abs(np.asarray(other, np.float32) - np.asarray(small, np.float32)).mean()
+        assert same < 4.0 and same < different / 5, (same, different)
+
+
+def test_previews_of_a_scaled_size_come_from_the_native_canvas(shapes) -> None:
+    manager, model = shapes
+    request = build_request(
+        model_id=MODEL_ID,
+        prompt="a blue square",
+        parameters={"seed": 1, "width": 256, "height": 128, "num_inference_steps": 4},
+        info=manager.describe(MODEL_ID),
+        settings=manager._settings,
+    )
+    previews: list[Image.Image] = []
+
+    def observe(step) -> bool:
+        image = step.preview(512)
+        assert image is not None
+        previews.append(image)
+        return False
+
+    (result,) = manager.run_batch(model, [request], observers=[observe])
+    assert result.image.size == (256, 128)
+    assert len(previews) == 4
+    assert max(previews[-1].size) <= SPEC.render_size[0]  # never larger than what was drawn
+
+
+@pytest.mark.slow
+def test_a_non_square_size_scores_about_as_well_as_the_native_one(shapes) -> None:
+    """96x64 stretches the native scene; the evaluator (which judges at the world's square
+    resolution) must score it within a few points of 64x64 on the same prompts and seeds.
+    Drawn at 96x64 itself the model scored far lower (the README's and model card's table)."""
+    scenes = evaluate.evaluation_scenes(16, seed=105)
+    prompts = [s.prompt for s in scenes]
+    native = fidelity(scenes, generate(shapes, prompts))
+    wide = fidelity(scenes, generate(shapes, prompts, width=96, height=64))
+    assert native >= 0.35  # the comparison means something only if the model works at all
+    print(f"fidelity 64x64 {native:.3f}, 96x64 {wide:.3f}")
+    assert wide >= native - 0.05, (native, wide)
