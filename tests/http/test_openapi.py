@@ -2,7 +2,9 @@
 `imagine serve` in a process of its own: the real engine on imagine/shapes with tiny limits, so
 valid requests are cheap. Every answer must be no 5xx and as the document says: status, content
 type, headers and body schema (imagine/http/openapi.py). Deterministic and bounded: about 2,500
-cases here (about 80 s); IMAGINE_SCHEMATHESIS_EXAMPLES=160 gives the 10,000-case run."""
+cases here (about 80 s); IMAGINE_SCHEMATHESIS_EXAMPLES=450 gives the 10,000-case run (12,948
+cases in 3.4 min on 2026-12-03: operations with few distinct inputs run out of new ones early,
+so the count grows less than the setting)."""
 
 from __future__ import annotations
 
@@ -73,5 +75,6 @@ def test_schemathesis_finds_no_5xx_and_no_mismatch(tmp_path: Path) -> None:
     assert counted is not None, report
     generated, passed = int(counted[1]), int(counted[2])
     print(f"schemathesis: {operations} operations, {generated} cases, {passed} passed")
-    assert generated == passed >= operations * int(EXAMPLES)
+    # every operation got at least the default run's share, whatever the setting
+    assert generated == passed >= operations * min(int(EXAMPLES), 40)
     assert "Traceback" not in log.read_text(errors="replace")
