@@ -1,12 +1,14 @@
 """Faults injected with real parts on a live server (issue 9): SIGTERM with requests in flight,
-Redis killed and restarted under the cache, a model that fails to load, a poison prompt among
-a batch of eight."""
+Redis killed and restarted or frozen under the cache, a model that fails to load, a poison
+prompt among a batch of eight."""
 
 from __future__ import annotations
 
 import io
 import signal
+import statistics
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +79,36 @@ def test_redis_killed_and_restarted_under_the_cache() -> None:
 
                 poll(cached, "the cache to come back with Redis")
                 assert httpx.get(f"{url}/health").json()["cache"]["state"] == "ok"
+
+
+def test_a_frozen_redis_adds_at_most_its_timeout_then_nothing() -> None:
+    with redis_server_process() as (redis_url, redis_proc):
+        settings = Settings(preload=[MODEL], cache_backend="redis", redis_url=redis_url)
+        app = create_app(settings, build_engine(settings), create_cache(settings))
+        with serve(app) as url:
+
+            def timed(seed: int) -> float:  # a fresh seed: a cache miss, one step to run
+                started = time.perf_counter()
+                r = _post(url, "a red circle", seed, steps=1)
+                assert r.status_code == 200 and r.headers["x-cache"] == "miss"
+                return time.perf_counter() - started
+
+            for seed in range(3):
+                timed(seed)  # warm-up
+            healthy = [timed(100 + seed) for seed in range(10)]
+            redis_proc.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+            try:
+                frozen = [timed(200 + seed) for seed in range(10)]
+                state = httpx.get(f"{url}/health").json()["cache"]["state"]
+            finally:
+                redis_proc.send_signal(signal.SIGCONT)
+        slowest = max(healthy)
+        print(f"healthy {statistics.median(healthy):.3f} s (max {slowest:.3f}); frozen {frozen}")
+        paid = [seconds for seconds in frozen if seconds > slowest + 0.1]
+        assert all(seconds <= slowest + settings.redis_timeout_s + 0.05 for seconds in frozen)
+        assert len(paid) <= 5, "the breaker did not open after a handful of failures"
+        assert statistics.median(frozen[5:]) <= statistics.median(healthy) + 0.05
+        assert state == "degraded"
 
 
 def test_a_model_that_fails_to_load_answers_500_and_the_rest_is_served(tmp_path: Path) -> None:
