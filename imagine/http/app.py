@@ -17,7 +17,16 @@ from fastapi import FastAPI
 from imagine import __version__
 from imagine.auth import TokenAuth
 from imagine.errors import ImagineError
-from imagine.http import docs, monitoring, routes_a1111, routes_hf, routes_jobs, routes_openai
+from imagine.http import (
+    docs,
+    monitoring,
+    routes_a1111,
+    routes_hf,
+    routes_jobs,
+    routes_models,
+    routes_openai,
+    routes_page,
+)
 from imagine.http.body_limit import BodyLimitMiddleware
 from imagine.http.errors import install_error_handlers
 from imagine.http.openapi import install_openapi
@@ -113,6 +122,9 @@ def create_app(
     app.include_router(routes_jobs.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_a1111.router)
+    # Before the HF routes: their GET /models/{model_id:path} must not see /models or /page.
+    app.include_router(routes_models.router)
+    app.include_router(routes_page.router)
     app.include_router(routes_hf.router)
     return app
 

@@ -79,15 +79,22 @@ _HF_GENERATE = Operation(
     extra_body={"text/plain": {"schema": {"type": "string", "minLength": 1}}},
 )
 _HF_STATUS = Operation(ok=_json("ModelStatus"), errors=(401, 404), error_schema="HFError")
+# GET / answers a browser (Accept: text/html) with the web page, needing no token.
+_ROOT = Operation(
+    ok={**_json("ModelStatus"), "text/html": {"schema": {"type": "string"}}},
+    errors=(401, 404),
+    error_schema="HFError",
+)
 _JOB = (401, 404, 410, 500)
 _OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/"): _HF_GENERATE,
-    ("get", "/"): _HF_STATUS,
+    ("get", "/"): _ROOT,
     **{
         (method, f"{prefix}/{{model_id}}"): _HF_GENERATE if method == "post" else _HF_STATUS
         for prefix in ("/models", "/hf-inference/models", "/pipeline/text-to-image")
         for method in ("post", "get")
     },
+    ("get", "/models"): Operation(ok=_json("ModelCatalog"), errors=(401,), error_schema="HFError"),
     ("get", "/models/{model_id}/info"): Operation(
         ok=_json("ModelInfo"), errors=(401, 404), error_schema="HFError"
     ),

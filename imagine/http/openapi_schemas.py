@@ -16,6 +16,11 @@ _NUM = {"type": "number"}
 _BOOL = {"type": "boolean"}
 _OBJ = {"type": "object"}
 _NULLABLE_STR = {"type": ["string", "null"]}
+_SIZE = {
+    "type": "object",
+    "required": ["width", "height"],
+    "properties": {"width": _INT, "height": _INT},
+}
 
 _GENERATION_PARAMETERS: dict[str, Any] = {
     "negative_prompt": {"anyOf": [_STR, {"type": "array", "items": _STR}, {"type": "null"}]},
@@ -68,13 +73,39 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "ModelInfo": {
         "type": "object",
-        "required": ["model_id", "family", "defaults", "limits", "schedulers"],
+        "required": ["model_id", "family", "defaults", "limits", "schedulers", "size_presets"],
         "properties": {
             "model_id": _STR,
             "family": _STR,
             "defaults": _OBJ,
             "limits": _OBJ,
             "schedulers": {"type": "array", "items": _STR},
+            "size_presets": {"type": "array", "items": _SIZE},
+            "render_size": {
+                "anyOf": [_SIZE, {"type": "null"}],
+                "description": "the model always draws at this size and scales to the one asked",
+            },
+        },
+    },
+    "ModelCatalog": {
+        "type": "object",
+        "required": ["default_model", "models"],
+        "properties": {
+            "default_model": _STR,
+            "models": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["model_id", "state", "sources"],
+                    "properties": {
+                        "model_id": _STR,
+                        "state": {"enum": ["unloaded", "loading", "ready", "failed"]},
+                        "sources": {"type": "array", "items": _STR},
+                        "queued": _INT,
+                        "error": _STR,
+                    },
+                },
+            },
         },
     },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": _STR}},

@@ -4,8 +4,9 @@
     POST /models/{model_id}                       (ids contain slashes)
     POST /hf-inference/models/{model_id}
     POST /pipeline/text-to-image/{model_id}
-    GET  on each of those                         small JSON status of the model
-    GET  /models/{model_id}/info                  defaults, limits, schedulers of the model
+    GET  on each of those                         small JSON status of the model (GET / from a
+                                                  browser: the web page, routes_page)
+    GET  /models/{model_id}/info                  defaults, limits, sizes, schedulers of the model
 
 (`/health` and `/metrics` are in `monitoring`.)
 
@@ -28,9 +29,11 @@ from imagine.errors import ImagineError, ModelNotFound
 from imagine.http.disconnect import unless_disconnected
 from imagine.http.errors import error_response, internal_error_response
 from imagine.http.monitoring import record_request
+from imagine.http.routes_page import page_response, wants_page
 from imagine.http.state import ServerState
-from imagine.models.spec import ModelInfo, sigma_options_table
+from imagine.models.spec import ModelInfo, sigma_options_table, size_presets
 from imagine.protocols.hf import negotiate_format, parse_body, parse_bool_header
+from imagine.protocols.replicate import MAX_OUTPUTS
 from imagine.service import EncodedImage
 
 __all__ = ["router"]
@@ -96,7 +99,18 @@ async def model_info(request: Request, model_id: str) -> JSONResponse:
                 "guidance_range": list(spec.guidance_range),
                 "max_prompt_chars": s.max_prompt_chars,
                 "max_prompt_tokens": spec.max_prompt_tokens,
+                "max_outputs": MAX_OUTPUTS,  # images one job may ask for (num_outputs)
             },
+            # Sizes to offer (the default first); a render_size means the model always draws
+            # at that size and scales the picture to the one requested (imagine/shapes).
+            "size_presets": [
+                {"width": w, "height": h} for w, h in size_presets(spec, s.max_pixels)
+            ],
+            "render_size": (
+                {"width": spec.render_size[0], "height": spec.render_size[1]}
+                if spec.render_size
+                else None
+            ),
             "schedulers": list(spec.schedulers),
             # Sigma suffixes a scheduler takes ("DPMSolverMultistepScheduler:karras").
             "sigma_options": sigma_options_table(spec),
@@ -217,7 +231,10 @@ async def _post_default(request: Request) -> Response:
     return await _generate(request, _state(request).settings.default_model)
 
 
-async def _get_default(request: Request) -> JSONResponse:
+async def _get_default(request: Request) -> Response:
+    # A browser opening the server gets the web page; API clients the default model's status.
+    if wants_page(request.headers.get("accept")):
+        return page_response(request)
     return await _status(request, _state(request).settings.default_model)
 
 
