@@ -299,15 +299,18 @@ def test_a_full_queue_shows_the_wait(page: Page, base_url: str) -> None:
 
 def test_the_page_fits_a_desktop_and_a_phone(page: Page, tmp_path: Path) -> None:
     shots = Path(os.environ.get("IMAGINE_PAGE_SCREENSHOTS") or tmp_path)
-    prompt = "a large yellow triangle at the top, blue background"
-    _prompt(page).fill(prompt)
     page.get_by_label("Preset", exact=True).select_option("256x256")
-    page.get_by_label("Seed", exact=True).fill("7")
     page.get_by_label("Images", exact=True).select_option("4")
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#gallery").get_by_role("img", name=prompt)).to_have_count(
-        4, timeout=WAIT_MS
-    )
+    for prompt, seed in (
+        ("a blue circle above a red square, yellow background", "3"),
+        ("a large yellow triangle at the top, blue background", "7"),
+    ):
+        _prompt(page).fill(prompt)
+        page.get_by_label("Seed", exact=True).fill(seed)
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator("#gallery").get_by_role("img", name=prompt)).to_have_count(
+            4, timeout=WAIT_MS
+        )
     page.locator("#gallery img").evaluate_all("imgs => Promise.all(imgs.map(i => i.decode()))")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=shots / "page-desktop.png")
