@@ -36,6 +36,32 @@ COPY = "local/shapes-copy"  # the embedded weights again, served from model_dirs
 LONG = 400  # steps: many seconds on this CPU unless canceled
 WAIT_MS = 60_000  # a generous bound on a busy machine; expect() returns as soon as it holds
 
+# The lowest contrast ratios (WCAG's formula) of the visible, enabled text on the page against
+# the background it is drawn on, with the element each belongs to.
+CONTRAST = r"""() => {
+  const rgba = (css) => css.match(/[\d.]+/g).map(Number).concat([1]).slice(0, 4);
+  const lum = ([r, g, b]) => [r, g, b]
+    .map((c) => (c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4)
+    .reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+  const behind = (element) => {
+    for (let e = element; e; e = e.parentElement) {
+      const colour = rgba(getComputedStyle(e).backgroundColor);
+      if (colour[3] > 0) return colour;
+    }
+    return [255, 255, 255, 1];
+  };
+  const ratios = [];
+  const text = "h1, h2, p, label, legend, button, a, span, dt, dd, strong, input, select, textarea";
+  for (const element of document.querySelectorAll(text)) {
+    if (!element.checkVisibility() || element.disabled) continue;
+    if (!element.textContent.trim() && !element.value) continue;
+    const [a, b] = [lum(rgba(getComputedStyle(element).color)), lum(behind(element))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    ratios.push([Math.round(ratio * 100) / 100, element.id || element.textContent.slice(0, 40)]);
+  }
+  return ratios.sort((x, y) => x[0] - y[0]).slice(0, 3);
+}"""
+
 # Records, in order, what the page shows while a job runs: progress values, live previews and
 # gallery images (what a user sees change, not what the code calls).
 WATCH = """() => {
@@ -314,6 +340,11 @@ def test_the_page_fits_a_desktop_and_a_phone(page: Page, tmp_path: Path) -> None
     page.locator("#gallery img").evaluate_all("imgs => Promise.all(imgs.map(i => i.decode()))")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=shots / "page-desktop.png")
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        lowest = page.evaluate(CONTRAST)
+        assert len(lowest) == 3 and lowest[0][0] >= 7.0, (scheme, lowest)  # WCAG AAA
+    page.emulate_media(color_scheme="light")
     page.set_viewport_size(PHONE)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     for label in ("Model", "Prompt", "Width", "Height", "Scheduler", "Seed"):
