@@ -304,7 +304,7 @@ class ModelManager:
             clock.step_done()
             if observers:
                 stops = [
-                    observe(StepInfo(step + 1, total, _row_preview(tap, row)))
+                    observe(StepInfo(step + 1, total, _row_preview(tap, row, requests[row])))
                     for row, observe in enumerate(observers)
                 ]
                 if all(stops):
@@ -352,11 +352,25 @@ def _at_size(image: Any, request: GenerationRequest) -> Any:
     return image.resize(size, Image.LANCZOS)
 
 
-def _row_preview(tap: Any, row: int) -> Callable[[int], Any]:
-    """Request `row`'s preview renderer for StepInfo: the tap's latest x0 estimate."""
+def _row_preview(tap: Any, row: int, request: GenerationRequest) -> Callable[[int], Any]:
+    """Request `row`'s preview renderer for StepInfo: the tap's latest x0 estimate, in the
+    request's aspect (a family with a render_size draws at its own; its final image is
+    stretched to the request's size, so its previews are too)."""
     if tap is None:
         return no_preview
-    return lambda max_side: tap.image(row, max_side=max_side)
+
+    def render(max_side: int) -> Any:
+        image = tap.image(row, max_side=max_side)
+        if image is None or image.width * request.height == image.height * request.width:
+            return image
+        side = max(image.size)
+        if request.width >= request.height:
+            size = (side, max(1, round(side * request.height / request.width)))
+        else:
+            size = (max(1, round(side * request.width / request.height)), side)
+        return image.resize(size, Image.BILINEAR)
+
+    return render
 
 
 def _model_thread(model_id: str) -> ThreadPoolExecutor:

@@ -180,7 +180,7 @@ def test_a_larger_size_shows_the_native_scene(shapes) -> None:
         assert same < 4.0 and same < different / 5, (same, different)
 
 
-def test_previews_of_a_scaled_size_come_from_the_native_canvas(shapes) -> None:
+def test_previews_of_a_scaled_size_come_from_the_native_canvas_in_its_shape(shapes) -> None:
     manager, model = shapes
     request = build_request(
         model_id=MODEL_ID,
@@ -201,6 +201,7 @@ def test_previews_of_a_scaled_size_come_from_the_native_canvas(shapes) -> None:
     assert result.image.size == (256, 128)
     assert len(previews) == 4
     assert max(previews[-1].size) <= SPEC.render_size[0]  # never larger than what was drawn
+    assert previews[-1].width == 2 * previews[-1].height  # the shape of the final picture
 
 
 @pytest.mark.slow
