@@ -203,6 +203,7 @@ export async function cancel() {
 
 // A reload while a job ran: follow the ones this browser started and has not seen end.
 export async function resume() {
+  if (state.job) return; // already following one (a token saved mid-job)
   const pending = (await store.all()).filter((item) => !TERMINAL.has(item.status));
   for (const item of pending.reverse()) await follow(item);
 }
