@@ -13,7 +13,14 @@ from typing import Any, Protocol
 from imagine.models.spec import ModelInfo
 from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver
 
-__all__ = ["ManagerPort", "StepInfo", "StepObserver", "model_bytes", "model_thread"]
+__all__ = [
+    "ManagerPort",
+    "StepInfo",
+    "StepObserver",
+    "model_bytes",
+    "model_revision",
+    "model_thread",
+]
 
 
 class ManagerPort(Protocol):
@@ -53,6 +60,13 @@ def model_bytes(loaded: Any) -> int:
     0 for a loaded model that does not say (it then never counts against the budget)."""
     value = getattr(loaded, "memory_bytes", None)
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def model_revision(loaded: Any) -> str:
+    """The weights' revision of one LoadedModel (`resolved.revision`, the folder hash or Hub
+    commit it was loaded from); "" for a loaded model that does not say."""
+    value = getattr(getattr(loaded, "resolved", None), "revision", "")
+    return value if isinstance(value, str) else ""
 
 
 def model_thread(loaded: Any) -> Executor | None:

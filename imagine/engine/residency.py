@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from imagine.engine.admission import RequestQueue
 from imagine.engine.cost import Calibration
-from imagine.engine.ports import ManagerPort, model_bytes
+from imagine.engine.ports import ManagerPort, model_bytes, model_revision
 from imagine.engine.worker import Worker
 from imagine.errors import GenerationFailed, ImagineError, ModelLoadFailed
 from imagine.metrics import Metrics
@@ -132,7 +132,7 @@ class Residency:
                     slot.model_id,
                     slot.spec,
                     max_pixels=s.max_pixels,
-                    revision=self._manager.describe(slot.model_id).revision,
+                    revision=model_revision(loaded),
                 )
                 if s.max_request_s
                 else None

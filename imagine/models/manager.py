@@ -295,6 +295,8 @@ class ModelManager:
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         assert spec.build_call_kwargs is not None
         kwargs = spec.build_call_kwargs(requests, generators)
+        if spec.render_size is not None:  # it draws at its own size; _at_size scales the images
+            kwargs["width"], kwargs["height"] = spec.render_size
         clock = StageClock(pipe)
         first = requests[0]
         total = first.num_inference_steps

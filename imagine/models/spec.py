@@ -81,9 +81,9 @@ class FamilySpec:
     # None: no previews for this family.
     preview: PreviewSpec | None = None
     # (width, height) the pipeline always runs at, for a model that only knows one size (the
-    # embedded 32x32 pixel-space model tiles small objects over a larger canvas): its
-    # build_call_kwargs renders at this size and the manager scales each image to the request's
-    # size. None (every real family): the pipeline runs at the requested size.
+    # embedded 32x32 pixel-space model tiles small objects over a larger canvas): the manager
+    # calls the pipeline at this size and scales each image to the request's size. None (every
+    # real family): the pipeline runs at the requested size.
     render_size: tuple[int, int] | None = None
     # (width, height) choices a client may offer for this family (GET /models/{id}/info); empty:
     # size_presets() derives them from the model's default size.

@@ -11,9 +11,6 @@ dozens of small objects over it instead of the one scene the prompt asks for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
 from imagine.models.families._common import (
     EULER_SCHEDULERS,
     EULER_SIGMA_OPTIONS,
@@ -21,10 +18,6 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import PIXELS
 from imagine.models.spec import FamilySpec
-from imagine.request import GenerationRequest
-
-if TYPE_CHECKING:
-    import torch
 
 MODEL_ID = "imagine/shapes"
 NATIVE_SIZE = 64  # 32x32 UNet x 2 upsampling
@@ -39,15 +32,6 @@ SIGMA_OPTIONS = {name: ("karras", "exponential") for name in EULER_SIGMA_OPTIONS
 # Offered by clients (the web page): the native size, larger squares it scales up to, and the
 # non-square sizes the evaluator was checked at (they stretch the square scene).
 SIZE_PRESETS = ((64, 64), (128, 128), (256, 256), (512, 512), (96, 64), (64, 96))
-
-
-def native_call_kwargs(
-    requests: Sequence[GenerationRequest], generators: list[torch.Generator]
-) -> dict[str, Any]:
-    """The standard call at the native size, whatever size was asked for (scaled afterwards)."""
-    kwargs = standard_call_kwargs(requests, generators)
-    kwargs["width"] = kwargs["height"] = NATIVE_SIZE
-    return kwargs
 
 
 SPEC = FamilySpec(
@@ -71,7 +55,7 @@ SPEC = FamilySpec(
         "DDPMScheduler": {"clip_sample": False},
     },
     max_prompt_tokens=24,  # the tokenizer's model_max_length (build.MAX_TOKENS)
-    build_call_kwargs=native_call_kwargs,
+    build_call_kwargs=standard_call_kwargs,
     preferred_dtype="float32",  # tiny model: half precision buys nothing and risks NaNs
     preview=PIXELS,
     render_size=(NATIVE_SIZE, NATIVE_SIZE),
