@@ -16,22 +16,23 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import diffusers
 import torch
-from PIL import Image
 
 from imagine.errors import GenerationFailed, ModelLoadFailed
 from imagine.models import cpu_runtime, loading
 from imagine.models.preview import PreviewTap
 from imagine.models.registry import ModelRegistry, ResolvedModel
+from imagine.models.render_size import at_request_size, request_preview
 from imagine.models.spec import FamilySpec, ModelInfo, scheduler_config
+from imagine.models.stepwise.runner import StepRunner
 from imagine.models.timing import StageClock
-from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver, no_preview
+from imagine.request import GenerationRequest, GenerationResult, StepInfo, StepObserver
 from imagine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,15 @@ class LoadedModel:
         if type(self.base_scheduler).__name__ == name and not config:
             return self.base_scheduler
         if name not in self.schedulers:
-            cls = getattr(diffusers, class_name)
-            self.schedulers[name] = cls.from_config(self.base_scheduler.config, **config)
+            self.schedulers[name] = self.new_scheduler(name)
         return self.schedulers[name]
+
+    def new_scheduler(self, name: str) -> Any:
+        """A fresh scheduler instance for `name`, configured as `scheduler_for` would: one
+        request's own in step-level batching (a shared instance crashes or drifts there)."""
+        class_name, config = scheduler_config(self.resolved.spec, name)
+        cls = getattr(diffusers, class_name)
+        return cls.from_config(self.base_scheduler.config, **config)
 
 
 @dataclass
@@ -244,6 +251,13 @@ class ModelManager:
 
     # --- generating ---------------------------------------------------------------------
 
+    def stepper(self, model: LoadedModel) -> StepRunner | None:
+        """Step-level batching on `model` (imagine/models/stepwise), or None when its family
+        has no step functions (its requests are then batched whole by run_batch). The runner's
+        calls, like run_batch's, belong on the model's thread."""
+        family = model.spec.stepwise
+        return StepRunner(model, family) if family is not None else None
+
     def run_batch(
         self,
         model: LoadedModel,
@@ -295,7 +309,7 @@ class ModelManager:
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         assert spec.build_call_kwargs is not None
         kwargs = spec.build_call_kwargs(requests, generators)
-        if spec.render_size is not None:  # it draws at its own size; _at_size scales the images
+        if spec.render_size is not None:  # drawn at its own size, scaled after
             kwargs["width"], kwargs["height"] = spec.render_size
         clock = StageClock(pipe)
         first = requests[0]
@@ -306,7 +320,7 @@ class ModelManager:
             clock.step_done()
             if observers:
                 stops = [
-                    observe(StepInfo(step + 1, total, _row_preview(tap, row, requests[row])))
+                    observe(StepInfo(step + 1, total, request_preview(tap, row, requests[row])))
                     for row, observe in enumerate(observers)
                 ]
                 if all(stops):
@@ -340,39 +354,9 @@ class ModelManager:
             )
         timings = clock.timings()
         return [
-            GenerationResult(request=r, image=_at_size(img, r), timings=dict(timings))
+            GenerationResult(request=r, image=at_request_size(img, r), timings=dict(timings))
             for r, img in zip(requests, images, strict=True)
         ]
-
-
-def _at_size(image: Any, request: GenerationRequest) -> Any:
-    """The image at the requested size: a family with a render_size (spec) draws at its own size
-    and is scaled here; every other family's image already has it."""
-    size = (request.width, request.height)
-    if image.size == size:
-        return image
-    return image.resize(size, Image.LANCZOS)
-
-
-def _row_preview(tap: Any, row: int, request: GenerationRequest) -> Callable[[int], Any]:
-    """Request `row`'s preview renderer for StepInfo: the tap's latest x0 estimate, in the
-    request's aspect (a family with a render_size draws at its own; its final image is
-    stretched to the request's size, so its previews are too)."""
-    if tap is None:
-        return no_preview
-
-    def render(max_side: int) -> Any:
-        image = tap.image(row, max_side=max_side)
-        if image is None or image.width * request.height == image.height * request.width:
-            return image
-        side = max(image.size)
-        if request.width >= request.height:
-            size = (side, max(1, round(side * request.height / request.width)))
-        else:
-            size = (max(1, round(side * request.width / request.height)), side)
-        return image.resize(size, Image.BILINEAR)
-
-    return render
 
 
 def _model_thread(model_id: str) -> ThreadPoolExecutor:

@@ -127,8 +127,12 @@ class PreviewTap:
         height: int,
         width: int,
         vae_scale_factor: int | None = None,
+        scheduler: Any = None,
     ) -> None:
         self._pipe = pipe
+        # The scheduler whose steps it records: the pipeline's (one call), or one request's own
+        # (step-level batching gives every request a scheduler instance).
+        self._target = scheduler
         self._preview = preview
         self._height, self._width = int(height), int(width)
         self._vae_scale = int(vae_scale_factor or getattr(pipe, "vae_scale_factor", None) or 8)
@@ -139,7 +143,8 @@ class PreviewTap:
         self.source: str | None = None  # where the latest x0 came from (see _capture)
 
     def __enter__(self) -> PreviewTap:
-        scheduler = self._scheduler = self._pipe.scheduler
+        target = self._target if self._target is not None else self._pipe.scheduler
+        scheduler = self._scheduler = target
         self._saved = vars(scheduler).get("step", _MISSING)
         original = scheduler.step
 

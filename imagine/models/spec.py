@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # a contract module: importing it must not import torch (the 
     import torch
 
     from imagine.models.preview import PreviewSpec
+    from imagine.models.stepwise.row import StepFamily
 
 # Sigma schedules a request may add to a scheduler class as a suffix, "<Class>:<option>" (e.g.
 # "DPMSolverMultistepScheduler:karras", AUTOMATIC1111's "DPM++ 2M Karras"), and the diffusers
@@ -88,6 +89,10 @@ class FamilySpec:
     # (width, height) choices a client may offer for this family (GET /models/{id}/info); empty:
     # size_presets() derives them from the model's default size.
     size_presets: tuple[tuple[int, int], ...] = ()
+    # The family's step functions for step-level batching (imagine/models/stepwise), where
+    # requests join and leave a running batch at any step; None: its requests are batched
+    # whole (request-level), as they are for every family when settings.batching is "request".
+    stepwise: StepFamily | None = None
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call (one generator each)."""

@@ -12,6 +12,7 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import FLUX
 from imagine.models.spec import FamilySpec
+from imagine.models.stepwise import flow
 
 SPEC = FamilySpec(
     name="flux",
@@ -32,4 +33,5 @@ SPEC = FamilySpec(
     negative_prompt_scale="true_cfg_scale",
     preferred_dtype="bfloat16",
     preview=FLUX,
+    stepwise=flow.FLUX,
 )

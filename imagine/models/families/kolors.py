@@ -11,6 +11,7 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import SDXL
 from imagine.models.spec import FamilySpec
+from imagine.models.stepwise import unet
 
 SPEC = FamilySpec(
     name="kolors",
@@ -27,4 +28,5 @@ SPEC = FamilySpec(
     max_prompt_tokens=256,
     build_call_kwargs=standard_call_kwargs,
     preview=SDXL,
+    stepwise=unet.KOLORS,
 )

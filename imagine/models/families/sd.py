@@ -10,6 +10,7 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import SD15
 from imagine.models.spec import FamilySpec
+from imagine.models.stepwise import unet
 
 SPEC = FamilySpec(
     name="sd",
@@ -29,4 +30,5 @@ SPEC = FamilySpec(
     max_prompt_tokens=77,
     build_call_kwargs=standard_call_kwargs,
     preview=SD15,
+    stepwise=unet.SD,
 )

@@ -11,6 +11,7 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import SD3
 from imagine.models.spec import FamilySpec, OptionalPart
+from imagine.models.stepwise import flow
 
 SPEC = FamilySpec(
     name="sd3",
@@ -33,4 +34,5 @@ SPEC = FamilySpec(
         "t5": OptionalPart(components=("text_encoder_3", "tokenizer_3"), max_prompt_tokens=77)
     },
     preview=SD3,
+    stepwise=flow.SD3,
 )

@@ -11,6 +11,7 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import SDXL
 from imagine.models.spec import FamilySpec
+from imagine.models.stepwise import unet
 
 SPEC = FamilySpec(
     name="sdxl",
@@ -27,4 +28,5 @@ SPEC = FamilySpec(
     max_prompt_tokens=77,
     build_call_kwargs=standard_call_kwargs,
     preview=SDXL,
+    stepwise=unet.SDXL,
 )

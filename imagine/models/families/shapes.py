@@ -18,6 +18,7 @@ from imagine.models.families._common import (
 )
 from imagine.models.preview import PIXELS
 from imagine.models.spec import FamilySpec
+from imagine.models.stepwise import unet
 
 MODEL_ID = "imagine/shapes"
 NATIVE_SIZE = 64  # 32x32 UNet x 2 upsampling
@@ -60,4 +61,5 @@ SPEC = FamilySpec(
     preview=PIXELS,
     render_size=(NATIVE_SIZE, NATIVE_SIZE),
     size_presets=SIZE_PRESETS,
+    stepwise=unet.SD,
 )
