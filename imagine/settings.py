@@ -88,7 +88,12 @@ class Settings(BaseSettings):
     # bursts of up to that many; past it a 429 with Retry-After. 0 = no limit. Cache hits
     # are free.
     client_requests_per_minute: int = 0
-    max_batch_size: int = 8
+    # "request": a batch is whole requests with the same size, steps, scheduler and guidance,
+    # run to the end before the next starts. "step": requests of the same size are stepped
+    # together one denoising step at a time, joining and leaving between steps whatever their
+    # steps, scheduler or guidance (families without step functions stay request-level).
+    batching: Literal["request", "step"] = "request"
+    max_batch_size: int = 8  # requests per pipeline call, or per step in step batching
     batch_wait_ms: float = 20.0
     request_timeout_s: float = 600.0
     # A request predicted (from the model's cost, measured when it loads) to run longer than

@@ -118,6 +118,10 @@ class Job:
         return self.request.width * self.request.height
 
     @property
+    def wants_previews(self) -> bool:
+        return self._previews is not None
+
+    @property
     def subscribers(self) -> int:
         return len(self._events)
 

@@ -6,7 +6,7 @@ controllable latency and failures. Keeping the seam here means the engine import
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -17,9 +17,12 @@ __all__ = [
     "ManagerPort",
     "StepInfo",
     "StepObserver",
+    "StepFailed",
+    "Stepper",
     "model_bytes",
     "model_revision",
     "model_thread",
+    "stepper_of",
 ]
 
 
@@ -52,6 +55,52 @@ class ManagerPort(Protocol):
 
     def health(self) -> dict[str, Any]:
         """Manager-level health details."""
+
+
+class StepFailed(Exception):
+    """Some rows of a Stepper call failed: `errors` maps each to its exception; `started` (from
+    `start`) holds the rows that did start."""
+
+    def __init__(self, errors: dict[Any, Exception], started: list[Any] | None = None) -> None:
+        super().__init__(f"{len(errors)} row(s) failed")
+        self.errors = errors
+        self.started = started or []
+
+
+class Stepper(Protocol):
+    """Step-level batching on one loaded model (imagine.models.stepwise.runner.StepRunner):
+    requests become rows that are stepped together, one denoising step per call, joining and
+    leaving between steps. Every call is BLOCKING and belongs on the model's thread. `start`
+    and `step` raise StepFailed (its `errors`: row → exception; `started`: the rows that did
+    start) when some rows fail; the others carry on."""
+
+    def group_key(self, request: GenerationRequest) -> Hashable:
+        """Rows with equal keys can be stepped together."""
+
+    def start(
+        self, requests: Sequence[GenerationRequest], *, previews: bool, owners: Sequence[Any]
+    ) -> list[Any]:
+        """Rows (`row.owner` is the matching owner) ready for their first step."""
+
+    def step(self, rows: Sequence[Any]) -> None:
+        """One denoising step for every row (`row.index`, `row.total`, `row.done` tell where
+        each stands)."""
+
+    def preview(self, row: Any) -> Callable[[int], Any]:
+        """The row's preview renderer for StepInfo."""
+
+    def finish(self, rows: Sequence[Any]) -> list[GenerationResult]:
+        """Decode finished rows; they leave."""
+
+    def drop(self, rows: Sequence[Any]) -> None:
+        """Forget rows that leave unfinished."""
+
+
+def stepper_of(manager: Any, loaded: Any) -> Stepper | None:
+    """The manager's Stepper for this loaded model; None when the manager or the model's family
+    has none (fakes, families without step functions)."""
+    make = getattr(manager, "stepper", None)
+    return make(loaded) if callable(make) else None
 
 
 def model_bytes(loaded: Any) -> int:

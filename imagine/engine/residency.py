@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from imagine.engine.admission import RequestQueue
 from imagine.engine.cost import Calibration
-from imagine.engine.ports import ManagerPort, model_bytes, model_revision
+from imagine.engine.ports import ManagerPort, model_bytes, model_revision, stepper_of
+from imagine.engine.step_worker import StepWorker
 from imagine.engine.worker import Worker
 from imagine.errors import GenerationFailed, ImagineError, ModelLoadFailed
 from imagine.metrics import Metrics
@@ -117,7 +119,9 @@ class Residency:
 
     def _new_worker(self, slot: ModelSlot, loaded: object) -> Worker:
         s = self._settings
-        return Worker(
+        stepper = stepper_of(self._manager, loaded) if s.batching == "step" else None
+        kind = partial(StepWorker, stepper=stepper) if stepper is not None else Worker
+        return kind(
             model_id=slot.model_id,
             loaded=loaded,
             manager=self._manager,

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagine.engine.ports import StepFailed
 from imagine.models.manager import LoadedModel, ModelManager
-from imagine.models.stepwise.runner import StepFailed, StepRunner
+from imagine.models.stepwise.runner import StepRunner
 from imagine.request import GenerationRequest
 from imagine.settings import Settings
 from imagine.validation import build_request

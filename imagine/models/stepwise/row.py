@@ -31,6 +31,7 @@ class Row:
     """One request between denoising steps (only the model's thread touches it)."""
 
     request: GenerationRequest
+    owner: Any  # whose row it is (the engine's Job)
     scheduler: Any  # this request's own instance
     generator: torch.Generator
     width: int  # the size the pipeline runs at (a family's render_size, else the request's)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from imagine.engine.ports import StepFailed
 from imagine.errors import GenerationFailed
 from imagine.models.preview import PreviewTap
 from imagine.models.render_size import at_request_size, request_preview
@@ -28,17 +29,6 @@ if TYPE_CHECKING:
     from imagine.models.manager import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-class StepFailed(Exception):
-    """Some rows failed; `errors` maps each failed row to its GenerationFailed."""
-
-    def __init__(
-        self, errors: dict[Row, GenerationFailed], started: list[Row] | None = None
-    ) -> None:
-        super().__init__(f"{len(errors)} row(s) failed")
-        self.errors = errors
-        self.started = started or []  # from `start`: the rows that did start
 
 
 class StepRunner:
@@ -67,11 +57,19 @@ class StepRunner:
     # --- joining
 
     @torch.inference_mode()
-    def start(self, requests: Sequence[GenerationRequest], *, previews: bool) -> list[Row]:
-        """New rows for `requests`, ready for their first step. Raises StepFailed naming the
-        requests that could not start (the others are returned in `StepFailed.started`)."""
+    def start(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        previews: bool,
+        owners: Sequence[Any] | None = None,
+    ) -> list[Row]:
+        """New rows for `requests` (each row's `owner` the matching one of `owners`: the
+        engine's job), ready for their first step. Raises StepFailed naming the rows that could
+        not start (the others are in `StepFailed.started`)."""
         started = time.perf_counter()
-        rows = [self._new_row(request) for request in requests]
+        owners = owners if owners is not None else [None] * len(requests)
+        rows = [self._new_row(r, owner) for r, owner in zip(requests, owners, strict=True)]
         try:
             self._start(rows)
         except Exception as exc:
@@ -96,10 +94,11 @@ class StepRunner:
                 errors[row] = self._failure("start", exc)
         raise StepFailed(errors, self._ready(good, previews=previews, started=started))
 
-    def _new_row(self, request: GenerationRequest) -> Row:
+    def _new_row(self, request: GenerationRequest, owner: Any) -> Row:
         width, height = self._size(request)
         return Row(
             request=request,
+            owner=owner,
             scheduler=self._model.new_scheduler(request.scheduler),
             generator=torch.Generator("cpu").manual_seed(request.seed),
             width=width,
