@@ -7,12 +7,12 @@ PORT ?= 8000
 
 .PHONY: setup serve test lint format
 
-# Installs the package (editable) with its pinned dependencies into .venv; re-runs only when
-# pyproject.toml changes.
+# Installs the package (editable) with its pinned dependencies, the test tools and Ray Serve
+# (tests/ray_serve runs imagine on it) into .venv; re-runs only when pyproject.toml changes.
 $(BIN)/imagine: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $(BIN)/imagine
 
 setup: $(BIN)/imagine

@@ -1,7 +1,7 @@
 """The `imagine` command.
 
     imagine serve [--host H] [--port P] [--model ID ...] [--config FILE]
-                  [--allow-unauthenticated-public]
+                  [--allow-unauthenticated-public] [--ray]
     imagine generate "prompt" -o out.png [--model ID] [--steps N] [--guidance G] [--seed S]
                   [--width W] [--height H] [--scheduler NAME] [--negative-prompt TEXT]
     imagine train-builtin [...]   imagine eval-builtin [...]   (the embedded model's tools)
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="allow a non-loopback bind with no tokens configured",
+    )
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="run on a Ray Serve instance of its own: model replicas behind the HTTP app "
+        "(needs imagine[ray]; replicas from IMAGINE_RAY_*)",
     )
 
     gen = sub.add_parser("generate", help="generate one image without a server")
@@ -131,6 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_log_redaction(settings=settings)
+    if args.ray:
+        return _serve_on_ray(settings)
     engine = build_engine(settings)
     app = create_app(
         settings, engine, build_cache(settings, metrics=getattr(engine, "metrics", None))
@@ -146,6 +154,17 @@ def _serve(args: argparse.Namespace) -> int:
         print("  auth: OFF on a public address (--allow-unauthenticated-public)", file=sys.stderr)
     uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
+
+
+def _serve_on_ray(settings: Settings) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print("imagine: --ray needs the ray extra: pip install 'imagine[ray]'", file=sys.stderr)
+        return 2
+    from imagine.ray_serve.runner import serve_on_ray
+
+    return serve_on_ray(settings)
 
 
 def _url_host(host: str) -> str:
