@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from imagine.engine.ports import StepFailed, StepInfo, Stepper
 from imagine.engine.worker import Worker
 from imagine.errors import GenerationFailed
 from imagine.request import GenerationResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +65,11 @@ class StepWorker(Worker):
             except asyncio.CancelledError:
                 self._stopped(self.current.items if self.current else joiners)
                 raise
+            except Exception as exc:  # a bug of ours: fail the group, keep serving the queue
+                log.exception("a step of %s failed", self.model_id)
+                tick = _Tick(failed=[(job, _copy(exc)) for job in self.current.items])
+                self._stepper.drop(self._rows)
+                self._rows = []
             self._settle(tick)
             if not self._rows:
                 self.current, self._group = None, None

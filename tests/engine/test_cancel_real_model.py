@@ -88,6 +88,9 @@ def settings_for(root: Path, **overrides: Any) -> Settings:
         "max_steps": LONG,
         "request_timeout_s": 30.0,
         "max_request_s": 0,  # no calibration calls: the tests count the pipeline calls
+        # whole-request pipeline calls and their interruption (step-level cancellation:
+        # tests/engine/test_step_batching.py)
+        "batching": "request",
         **overrides,
     }
     return Settings(**values)

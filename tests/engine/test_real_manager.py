@@ -51,8 +51,13 @@ async def run(engine: Engine, requests: list[GenerationRequest]):
 
 async def test_seeds_are_batch_invariant(tiny_model_root: Path, tiny_model_ids: dict) -> None:
     model_id = tiny_model_ids["sd"]
+    # Whole-request batches and their window (step-level: tests/engine/test_step_batching.py)
     settings = Settings(
-        model_dirs=[tiny_model_root], preload=[], max_batch_size=5, batch_wait_ms=2000
+        model_dirs=[tiny_model_root],
+        preload=[],
+        max_batch_size=5,
+        batch_wait_ms=2000,
+        batching="request",
     )
     engine = Engine(settings=settings, manager=ModelManager(settings=settings))
     try:

@@ -8,6 +8,7 @@ pipeline draws for that request alone. Synchronised on the jobs' own progress ev
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from imagine.engine.engine import Engine
 from imagine.engine.job import Job
 from imagine.engine.step_worker import StepWorker
+from imagine.errors import GenerationFailed
 from imagine.models.manager import ModelManager
 from imagine.request import GenerationRequest, JobState
 from imagine.settings import Settings
@@ -134,3 +136,18 @@ async def test_mixed_requests_share_steps_and_a_canceled_one_leaves(engine: Engi
     labels = {"model": model_id}
     assert registry.get_sample_value("imagine_batch_size_count", labels) == 3
     assert registry.get_sample_value("imagine_batch_size_sum", labels) == 3 + 2 + 1
+
+
+async def test_a_request_that_cannot_run_fails_alone(engine: Engine) -> None:
+    """A request the pipeline cannot run (a scheduler diffusers lacks, past validation) fails
+    with a 500-class error; the request stepped beside it is untouched, and the worker goes on."""
+    model_id = "tiny/sd"
+    await engine.load(model_id)
+    good = make(engine, model_id, 1, num_inference_steps=4)
+    bad = dataclasses.replace(make(engine, model_id, 2), scheduler="NoSuchScheduler")
+    jobs = [engine.submit(r, client_id="c", wait_for_model=True) for r in (good, bad)]
+    with pytest.raises(GenerationFailed, match="NoSuchScheduler"):
+        await engine.wait(jobs[1])
+    assert close_to(await engine.wait(jobs[0]), solo_pixels(engine, good))
+    again = engine.submit(make(engine, model_id, 3), client_id="c", wait_for_model=True)
+    assert (await engine.wait(again)).image.size == (64, 64)

@@ -182,3 +182,26 @@ def test_a_failing_row_fails_alone(manager: ModelManager, tiny_model_ids: dict) 
     assert list(caught.value.errors) == [bad]
     assert "Generation failed" in caught.value.errors[bad].message
     assert good.index == 1 and bad.index == 0
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_every_allowed_scheduler_steps_like_its_pipeline(
+    family: str, manager: ModelManager, tiny_model_ids: dict
+) -> None:
+    """Each scheduler a request may name (second-order Heun/KDPM2, whose timesteps list holds
+    two entries per step, and the singlestep solvers included) runs stepped beside a row of
+    another scheduler and gives its solo image."""
+    model_id = tiny_model_ids[family]
+    model = asyncio.run(manager.load(model_id))
+    runner = manager.stepper(model)
+    assert runner is not None
+    for seed, name in enumerate(model.spec.schedulers, start=1):
+        request = make(manager, model_id, seed, num_inference_steps=3, scheduler=name)
+        partner = make(manager, model_id, 99, num_inference_steps=8, guidance_scale=1.0)
+        rows = runner.start([request, partner], previews=False)
+        while not rows[0].done:
+            runner.step(rows)
+        (result,) = runner.finish(rows[:1])
+        runner.drop(rows[1:])
+        stepped = np.asarray(result.image, dtype=np.int16)
+        assert np.abs(stepped - solo(manager, model, request)).max() <= 1, name

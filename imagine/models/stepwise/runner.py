@@ -70,13 +70,25 @@ class StepRunner:
         started = time.perf_counter()
         owners = owners if owners is not None else [None] * len(requests)
         rows = [self._new_row(r, owner) for r, owner in zip(requests, owners, strict=True)]
+        errors: dict[Any, Exception] = {}
+        for row in rows:
+            try:  # an unknown scheduler name is this request's fault alone
+                row.scheduler = self._model.new_scheduler(row.request.scheduler)
+            except Exception as exc:
+                errors[row] = self._failure("start", exc)
+        rows = [row for row in rows if row not in errors]
         try:
-            self._start(rows)
+            if rows:
+                self._start(rows)
         except Exception as exc:
-            if len(rows) == 1:
-                raise StepFailed({rows[0]: self._failure("start", exc)}) from None
-            return self._start_each(rows, previews=previews, started=started)
-        return self._ready(rows, previews=previews, started=started)
+            if len(rows) != 1:
+                return self._start_each(rows, errors, previews=previews, started=started)
+            errors[rows[0]] = self._failure("start", exc)
+            rows = []
+        ready = self._ready(rows, previews=previews, started=started)
+        if errors:
+            raise StepFailed(errors, ready)
+        return ready
 
     def _start(self, rows: list[Row]) -> None:
         pipe = self._pipe
@@ -84,22 +96,27 @@ class StepRunner:
         for row in rows:
             self._family.prepare(pipe, row)
 
-    def _start_each(self, rows: list[Row], *, previews: bool, started: float) -> list[Row]:
-        good, errors = [], {}
+    def _start_each(
+        self, rows: list[Row], errors: dict[Any, Exception], *, previews: bool, started: float
+    ) -> list[Row]:
+        good = []
         for row in rows:
             try:
                 self._start([row])
                 good.append(row)
             except Exception as exc:
                 errors[row] = self._failure("start", exc)
-        raise StepFailed(errors, self._ready(good, previews=previews, started=started))
+        ready = self._ready(good, previews=previews, started=started)
+        if errors:
+            raise StepFailed(errors, ready)
+        return ready
 
     def _new_row(self, request: GenerationRequest, owner: Any) -> Row:
         width, height = self._size(request)
         return Row(
             request=request,
             owner=owner,
-            scheduler=self._model.new_scheduler(request.scheduler),
+            scheduler=None,  # set by start()
             generator=torch.Generator("cpu").manual_seed(request.seed),
             width=width,
             height=height,
