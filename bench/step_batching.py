@@ -8,8 +8,8 @@ on one, then on the other, so machine noise hits both alike. Requests bypass the
    alone, measured first); the same seeded arrival schedule goes to both. Mean and p95 latency.
    Two mixes: identical requests (16 steps) and mixed ones (8-24 steps, three schedulers,
    guidance 1-7).
-2. A short request (4 steps) sent half-way through a long batch (4 requests of 100 steps): its
-   latency ÷ its latency alone.
+2. A short request (4 steps) sent half-way through a long batch (1, then 4 requests of 100
+   steps): its latency ÷ its latency alone.
 3. Throughput at concurrency 8 with mixed steps, schedulers and guidance, ÷ the same requests
    one after another.
 
@@ -42,7 +42,9 @@ def params(seed: int, steps: int, scheduler: str | None = None, guidance: float 
 
 def mixed(seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    return params(seed, rng.choice((8, 16, 24)), rng.choice(SCHEDULERS), rng.choice((1.0, 3.0, 7.0)))
+    return params(
+        seed, rng.choice((8, 16, 24)), rng.choice(SCHEDULERS), rng.choice((1.0, 3.0, 7.0))
+    )
 
 
 def same(seed: int) -> dict[str, Any]:
@@ -78,10 +80,10 @@ async def poisson(client: Client, make, rate: float, n: int, seed: int) -> list[
     return await asyncio.gather(*tasks)
 
 
-async def short_during_long(client: Client, long_s: float) -> tuple[float, float]:
-    """(latency of a 4-step request sent half-way through a 4 x 100-step batch, alone)."""
+async def short_during_long(client: Client, long_s: float, batch: int) -> tuple[float, float]:
+    """(latency of a 4-step request sent half-way through a batch x 100-step batch, alone)."""
     alone = statistics.median([await client.one(params(900 + i, 4)) for i in range(3)])
-    longs = [asyncio.create_task(client.one(params(1000 + i, 100))) for i in range(4)]
+    longs = [asyncio.create_task(client.one(params(1000 + i, 100))) for i in range(batch)]
     await asyncio.sleep(long_s / 2)
     short = await client.one(params(2000, 4))
     await asyncio.gather(*longs)
@@ -118,11 +120,14 @@ async def run(urls: dict[str, str], model_id: str, args: Any) -> None:
         for mode, client in clients.items():
             lat = await poisson(client, make, rate, args.arrivals, seed=7)
             print(f"    {mode:8s} mean {statistics.mean(lat):.3f}  p95 {p95(lat):.3f}")
-    print("\n2. A 4-step request sent half-way through a 4 x 100-step batch")
-    long_s = await base.one(params(4000, 100))
-    for mode, client in clients.items():
-        short, alone = await short_during_long(client, long_s * 1.5)
-        print(f"    {mode:8s} {short:.3f} s vs {alone:.3f} s alone: {short / alone:.1f}x")
+    for batch in (1, 4):
+        print(f"\n2. A 4-step request sent half-way through a {batch} x 100-step batch")
+        started = time.perf_counter()
+        await asyncio.gather(*(base.one(params(4000 + i, 100)) for i in range(batch)))
+        long_s = time.perf_counter() - started
+        for mode, client in clients.items():
+            short, alone = await short_during_long(client, long_s, batch)
+            print(f"    {mode:8s} {short:.3f} s vs {alone:.3f} s alone: {short / alone:.1f}x")
     print("\n3. Mixed requests: throughput at concurrency 8 vs one after another (images/s)")
     for mode, client in clients.items():
         one = await throughput(client, 1, args.throughput_n)

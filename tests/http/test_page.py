@@ -91,6 +91,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         request_timeout_s=3600,  # LONG jobs queued on a busy machine must not be refused
         batch_wait_ms=0.0,
         per_client_queue=4,
+        # One request at a time, so jobs behind a running one queue (the page shows their
+        # place); with more, step-level batching lets them join it at once.
+        max_batch_size=1,
     )
     with serve(create_app(settings, build_engine(settings))) as url:
         yield url

@@ -32,7 +32,14 @@ LONG = 400  # steps: ~10 s on this CPU if nothing stopped it
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     settings = Settings(
-        preload=[MODEL], max_steps=LONG, max_request_s=0, batch_wait_ms=0.0, per_client_queue=64
+        preload=[MODEL],
+        max_steps=LONG,
+        max_request_s=0,
+        batch_wait_ms=0.0,
+        per_client_queue=64,
+        # One request at a time, so jobs behind a running one queue (the stream shows their
+        # place); with more, step-level batching lets them join it at once.
+        max_batch_size=1,
     )
     with serve(create_app(settings, build_engine(settings))) as url:
         yield url
@@ -225,7 +232,7 @@ def test_idempotency_key_returns_the_same_job(base_url: str) -> None:
 
 def test_progress_stream_positions_steps_previews_then_done(base_url: str) -> None:
     url = base_url + "/v1/models/imagine/shapes/predictions"
-    # a long job holds the worker; three more queue behind it at other sizes (no shared batch)
+    # a long job holds the worker; three more queue behind it (max_batch_size=1)
     blocker = httpx.post(url, json={"input": {"prompt": "x", "num_inference_steps": 60}}).json()
     sizes = [(32, 32), (48, 48), (96, 48)]
     jobs = [
