@@ -50,13 +50,15 @@ def create_app(
     cache: ResultCache | None = None,
     *,
     job_store: JobStore | None = None,
+    job_relay: Any = None,
 ) -> FastAPI:
     """The ASGI app. Its lifespan starts the engine (preloading), queues again the jobs a
     previous run left unfinished, and closes the jobs, the engine and the cache on shutdown.
     `/metrics` serves `engine.metrics` when the engine has one (build the cache with the same
     Metrics to count its hits and misses). `job_store` defaults to the configured one
     (`settings.job_store`; SQLite in `settings.data_dir`, or in a temporary folder deleted at
-    shutdown when that is None)."""
+    shutdown when that is None). `job_relay` (imagine.jobs.relay.RedisJobRelay) shares the
+    progress and cancellation of jobs with other replicas of the same Redis job store."""
     from imagine.engine.job import PreviewPolicy
     from imagine.jobs.service import JobService
     from imagine.service import ImageService
@@ -87,6 +89,7 @@ def create_app(
                 webhooks=webhooks,
                 render=lambda view: _render(view, settings),
                 metrics=metrics,
+                relay=job_relay,
             )
             await engine.start()
             await _await_preload(engine, settings)

@@ -3,7 +3,11 @@
     create → engine.submit (one engine Job per image) → store.create → acknowledged
     runner: first image starts → RUNNING saved (attempts + 1) → images encoded and stored
             → store.finish (once only) → subscribers, webhooks
-    start (server start): every queued or running job in the store is queued again
+    start (server start): every queued or running job in the store is queued again (with a
+            relay, only those whose owner's lease has lapsed: no live replica runs them)
+    relay (replicas sharing a Redis store, imagine.jobs.relay): this replica's views are
+            published; streaming, waiting for or cancelling a job another replica runs goes
+            through it
 
 A `JobView` (record + live progress) is what every API renders, in its own shape. This module
 knows no transport; `render` (given by the app) turns a view into the webhook payload.
@@ -32,6 +36,8 @@ __all__ = ["JobService", "JobView"]
 log = logging.getLogger(__name__)
 
 _EXPIRY_INTERVAL_S = 60.0
+# How long cancelling another replica's job waits for it to end before answering.
+_REMOTE_CANCEL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,7 @@ class JobService:
         webhooks: Any = None,  # imagine.jobs.webhooks.WebhookSender
         render: Callable[[JobView], dict[str, Any]] = lambda view: view.record.to_dict(),
         metrics: Any = None,
+        relay: Any = None,  # imagine.jobs.relay.RedisJobRelay: jobs of other replicas
     ) -> None:
         self.images = images
         self.store = store
@@ -85,6 +92,7 @@ class JobService:
         self._webhooks = webhooks
         self._render = render
         self._metrics = metrics
+        self._relay = relay
         self._live: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -94,7 +102,11 @@ class JobService:
         """Queue again every job the store holds as queued or running (a restart or crash
         interrupted them); start the expiry sweep. Returns how many were queued again."""
         again = 0
-        for record in await self.store.unfinished():
+        unfinished = await self.store.unfinished()
+        if self._relay is not None:  # replicas share the store: only jobs nobody runs now
+            free = set(await self._relay.take_over([r.id for r in unfinished]))
+            unfinished = [r for r in unfinished if r.id in free]
+        for record in unfinished:
             record = replace(
                 record, state=JobState.QUEUED, logs=record.logs + "queued again (restart)\n"
             )
@@ -108,6 +120,8 @@ class JobService:
                 await self._end(record, JobState.FAILED, error=exc)
         if again:
             log.info("queued %d unfinished job(s) again", again)
+        if self._relay is not None:
+            await self._relay.start(self._cancel_here, owned=lambda: list(self._live))
         self._spawn(self._sweep())
         return again
 
@@ -115,6 +129,8 @@ class JobService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._relay is not None:
+            await self._relay.close()
         await self.store.close()
 
     # --- commands
@@ -204,7 +220,24 @@ class JobService:
                 job.cancel()
             await live.done.wait()
             return live.view()
+        if self._relay is not None and not view.state.terminal:
+            # another replica runs it: ask it, and answer once the job has ended there
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_REMOTE_CANCEL_S):
+                    async for seen in self._relayed(job_id, owner, then=self._relay_cancel):
+                        view = seen
+            return view
         return view
+
+    async def _relay_cancel(self, job_id: str) -> None:
+        await self._relay.request_cancel(job_id)
+
+    def _cancel_here(self, job_id: str) -> None:
+        """A cancel request from another replica: cancel the job if it runs here."""
+        live = self._live.get(job_id)
+        if live is not None:
+            for job in live.jobs:
+                job.cancel()
 
     # --- queries
 
@@ -241,6 +274,11 @@ class JobService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.done.wait(), timeout_s)
             return live.view()
+        if self._relay is not None and not view.state.terminal:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    async for seen in self._relayed(job_id, owner):
+                        view = seen
         return view
 
     async def events(self, job_id: str, *, owner: str | None) -> AsyncIterator[JobView]:
@@ -248,9 +286,23 @@ class JobService:
         and JobExpired here, before the first view (a stream can then answer with an error)."""
         view = await self.get(job_id, owner=owner)
         live = self._live.get(job_id)
-        if live is None or live.views is None:
-            return _once(view)
-        return live.views.subscribe()
+        if live is not None and live.views is not None:
+            return live.views.subscribe()
+        if self._relay is not None and not view.state.terminal:
+            return self._relayed(job_id, owner)  # another replica runs it
+        return _once(view)
+
+    async def _relayed(
+        self, job_id: str, owner: str | None, *, then: Any = None
+    ) -> AsyncIterator[JobView]:
+        """The views of a job another replica runs, until a terminal one (RedisJobRelay.views;
+        `then(job_id)` runs once subscribed)."""
+
+        async def stored() -> JobRecord:
+            return (await self.get(job_id, owner=owner)).record
+
+        async for record, progress in self._relay.views(job_id, stored, then=then):
+            yield JobView(record=record, progress=progress)
 
     async def output(self, job_id: str, name: str) -> bytes:
         """A stored result file. Raises JobNotFound, JobExpired."""
@@ -302,6 +354,8 @@ class JobService:
             raise
         live.views = Broadcast(live.view())
         self._live[record.id] = live
+        if self._relay is not None:
+            self._relay.claim(record.id)
         self._spawn(self._run(live))
         for job in live.jobs:
             self._spawn(self._follow(live, job))
@@ -334,6 +388,8 @@ class JobService:
             if live.views is not None and not live.done.is_set():
                 live.views.publish(live.view())
                 self._webhook(live, "logs")
+                if self._relay is not None:
+                    self._relay.publish(live.record, live.view().progress)
 
     async def _run(self, live: _Live) -> None:
         outcomes = await asyncio.gather(*(j.wait() for j in live.jobs), return_exceptions=True)
@@ -385,6 +441,8 @@ class JobService:
         )
         if not await self.store.finish(final):
             log.warning("job %s had already ended; this run's outcome is dropped", record.id)
+        elif self._relay is not None:
+            self._relay.publish(final, None)
         self._count(str(state))
         if live is not None:
             live.record = final
