@@ -37,7 +37,7 @@ from imagine.ray_serve.events import ReplicaEvent, error_to_wire
 from imagine.request import GenerationRequest
 from imagine.settings import Settings
 
-__all__ = ["Ingress", "ModelReplica", "build_app", "ray_router"]
+__all__ = ["Ingress", "ModelReplica", "build_app", "build_local_app", "ray_router"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ class ModelReplica:
     """Runs requests for the models Serve routes here (`generate` streams their events)."""
 
     def __init__(self, settings: dict[str, Any], models_per_replica: int) -> None:
+        from imagine.auth import install_log_redaction
         from imagine.ray_serve.model_host import ModelHost
 
         context = serve.get_replica_context()
         self._host = ModelHost(settings=Settings(**settings), replica=context.replica_id.unique_id)
+        install_log_redaction("ray.serve", settings=Settings(**settings))  # Hub tokens too
 
         async def load_model(model_id: str) -> Any:
             return await self._host.load(model_id)
@@ -77,8 +79,14 @@ class ModelReplica:
             yield event
 
     def whoami(self) -> dict[str, Any]:
-        """This replica's id, process and loaded models (GET /ray/models/{id}/replica)."""
-        return {"replica": self._host.replica, "pid": os.getpid(), "models": self._host.loaded()}
+        """This replica's id, process, loaded models and requests queued or running
+        (GET /ray/models/{id}/replica)."""
+        return {
+            "replica": self._host.replica,
+            "pid": os.getpid(),
+            "models": self._host.loaded(),
+            "busy": self._host.busy(),
+        }
 
 
 @serve.deployment(name="Ingress")
@@ -105,11 +113,23 @@ class Ingress:
             translate=_translate,
             resubmits=3,
         )
+        relay = None
+        if self._settings.job_store == "redis":
+            from imagine.jobs.relay import RedisJobRelay
+
+            # jobs run in the ingress replica that created them; the others follow them here
+            relay = RedisJobRelay(
+                url=self._settings.redis_url, prefix=self._settings.redis_job_prefix
+            )
         app = create_app(
-            self._settings, engine, build_cache(self._settings, metrics=engine.metrics)
+            self._settings,
+            engine,
+            build_cache(self._settings, metrics=engine.metrics),
+            job_relay=relay,
         )
         app.state.ray_models = self._models
         app.include_router(ray_router)
+        app.add_middleware(ReplicaHeader, replica=serve.get_replica_context().replica_id.unique_id)
         return app
 
     def _open_stream(
@@ -123,6 +143,27 @@ class Ingress:
     ) -> Any:
         handle = self._models.options(multiplexed_model_id=request.model_id, stream=True)
         return handle.generate.remote(request, client_id, previews, job_id, force)
+
+
+class ReplicaHeader:
+    """`x-imagine-replica: <id>` on every answer: which ingress replica served it (pure ASGI,
+    so streams pass untouched)."""
+
+    def __init__(self, app: Any, *, replica: str) -> None:
+        self._app = app
+        self._header = (b"x-imagine-replica", replica.encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self._header]}
+            await send(message)
+
+        await self._app(scope, receive, tagged)
 
 
 ray_router = APIRouter()
@@ -154,20 +195,36 @@ def _translate(exc: BaseException) -> ImagineError | None:
     return None
 
 
+# On shutdown (SIGTERM, a rolling update, scaling down) a replica finishes what it holds for up
+# to 30 s, checking every 0.5 s: Serve's defaults (2 s, 20 s) made an idle stop take seconds.
+_GRACEFUL = {"graceful_shutdown_wait_loop_s": 0.5, "graceful_shutdown_timeout_s": 30.0}
+
+
 def build_app(args: dict[str, Any]) -> Any:
-    """The Serve application (an application builder: `args` from the Serve config)."""
-    overrides = dict(args.get("settings") or {})
-    settings = Settings.load(None, **overrides)
-    options = RayOptions()
-    models_per_replica = int(args.get("models_per_replica", options.models_per_replica))
+    """The Serve application, as a Serve config's `import_path` names it: `args` may hold
+    `settings` (over IMAGINE_*) and `models_per_replica`; replicas, resources and autoscaling
+    come from the config's `deployments` (Serve's defaults otherwise: one replica each)."""
+    settings = Settings.load(None, **dict(args.get("settings") or {}))
+    models_per_replica = int(args.get("models_per_replica", RayOptions().models_per_replica))
+    data = replica_settings(settings)
+    models = ModelReplica.options(**_GRACEFUL, max_ongoing_requests=128)
+    ingress = Ingress.options(**_GRACEFUL, max_ongoing_requests=1000)
+    return ingress.bind(models.bind(data, models_per_replica), data)
+
+
+def build_local_app(settings: Settings, options: RayOptions) -> Any:
+    """The application `imagine serve --ray` runs: replicas and resources from `options`."""
     data = replica_settings(settings)
     models = ModelReplica.options(
+        **_GRACEFUL,
         num_replicas=options.model_replicas,
         max_ongoing_requests=options.replica_max_ongoing,
         ray_actor_options={"num_cpus": options.replica_cpus, "num_gpus": options.replica_gpus},
-    ).bind(data, models_per_replica)
-    return Ingress.options(
+    )
+    ingress = Ingress.options(
+        **_GRACEFUL,
         num_replicas=options.ingress_replicas,
         max_ongoing_requests=options.ingress_max_ongoing,
         ray_actor_options={"num_cpus": options.ingress_cpus},
-    ).bind(models, data)
+    )
+    return ingress.bind(models.bind(data, options.models_per_replica), data)

@@ -52,7 +52,7 @@ class HostedModel:
     def __del__(self) -> None:
         # Serve runs a synchronous __del__ on an executor thread and waits for it; garbage
         # collection may run it again (anywhere): only the first call closes.
-        if self._closed.is_set() or self._loop.is_closed():
+        if self._closed.is_set() or not self._loop.is_running():
             return
         future = asyncio.run_coroutine_threadsafe(self.close(), self._loop)
         try:
@@ -67,12 +67,14 @@ class HostedModel:
 class ModelHost:
     """The models of one replica and the event stream of each request run on them."""
 
-    def __init__(self, *, settings: Settings, replica: str = "local") -> None:
-        from imagine.models.manager import ModelManager  # torch: only in the replica
-
+    def __init__(self, *, settings: Settings, replica: str = "local", manager: Any = None) -> None:
         # Models load when Serve routes a request for them here, never at start.
         self._settings = settings.model_copy(update={"preload": []})
-        self._manager = ModelManager(settings=self._settings)
+        if manager is None:
+            from imagine.models.manager import ModelManager  # torch: only in the replica
+
+            manager = ModelManager(settings=self._settings)
+        self._manager = manager
         self.replica = replica
         self.hosted: dict[str, HostedModel] = {}
 
@@ -130,6 +132,14 @@ class ModelHost:
             yield Finished(result=result, replica=self.replica)
         finally:
             job.cancel()  # a no-op once settled; else the consumer has gone
+
+    def busy(self) -> int:
+        """Requests queued or running on this replica's models now."""
+        total = 0
+        for model in self.hosted.values():
+            for entry in model.engine.health()["models"].values():
+                total += entry["queued"] + entry["running"]
+        return total
 
     def health(self) -> dict[str, Any]:
         return {

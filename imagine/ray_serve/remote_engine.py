@@ -99,15 +99,18 @@ class RemoteEngine:
         translate: Callable[[BaseException], ImagineError | None] = lambda exc: None,
         resubmits: int = 2,
         metrics: Metrics | None = None,
+        registry: Any = None,  # a ModelRegistry (the default) or anything with resolve(id)
     ) -> None:
-        from imagine.models.registry import ModelRegistry  # imports torch: only when built
+        if registry is None:
+            from imagine.models.registry import ModelRegistry  # imports torch
 
+            registry = ModelRegistry(settings=settings)
         self._settings = settings
         self._open = open_stream
         self._is_lost = is_replica_lost
         self._translate = translate
         self._resubmits = resubmits
-        self._registry = ModelRegistry(settings=settings)
+        self._registry = registry
         self.metrics = metrics if metrics is not None else Metrics()
         self._resubmitted = Counter(
             "imagine_ray_resubmitted",

@@ -1,7 +1,7 @@
 """`imagine serve --ray`: the Serve application on a Ray instance of its own, on this machine.
 
     ray.init (in this process: it owns the Ray instance) → serve.start(http_options: --host,
-    --port) → serve.run(build_app) → wait for SIGTERM/SIGINT → serve.shutdown → ray.shutdown
+    --port) → serve.run(build_local_app) → wait for SIGTERM/SIGINT → serve.shutdown → ray.shutdown
 
 Ray 2.60 has no environment variable for Serve's HTTP address, so --host/--port travel in
 `http_options`. Stopping ends every raylet, worker and replica this process started. On a
@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from imagine.ray_serve.config import RayOptions, replica_settings
+from imagine.ray_serve.config import RayOptions
 from imagine.settings import Settings
 
 __all__ = ["RAY_ENV", "serve_on_ray"]
@@ -37,10 +37,11 @@ def serve_on_ray(settings: Settings, options: RayOptions | None = None) -> int:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     options = options or RayOptions()
-    if options.ingress_replicas > 1 and "redis" not in (settings.job_store, settings.cache_backend):
+    if options.ingress_replicas > 1 and settings.job_store != "redis":
+        # a job runs in the ingress replica that created it; the others find it in Redis
         print(
-            'imagine: several ingress replicas need job_store = cache_backend = "redis" to '
-            "share jobs and cached results",
+            'imagine: several ingress replicas need job_store = "redis" (and cache_backend = '
+            '"redis" to share cached images)',
             file=sys.stderr,
         )
         return 2
@@ -52,7 +53,7 @@ def serve_on_ray(settings: Settings, options: RayOptions | None = None) -> int:
     import ray
     from ray import serve
 
-    from imagine.ray_serve.deployments import build_app
+    from imagine.ray_serve.deployments import build_local_app
 
     started = time.monotonic()
     ray.init(include_dashboard=False, logging_level=settings.log_level.upper())
@@ -64,7 +65,7 @@ def serve_on_ray(settings: Settings, options: RayOptions | None = None) -> int:
             http_options={"host": settings.host, "port": settings.port},
             proxy_location="HeadOnly",
         )
-        app = build_app({"settings": replica_settings(settings)})
+        app = build_local_app(settings, options)
         serve.run(app, name=options.app_name, route_prefix="/", blocking=False)
         print(
             f"imagine on Ray Serve listening on http://{_url_host(settings.host)}:{settings.port}"

@@ -1,6 +1,9 @@
 """imagine on Ray Serve, end to end: `imagine serve --ray` started here (its own Ray instance,
-loopback only) with two model replicas, a real redis-server for the result cache and the job
-store, and the real HF, replicate and openai clients.
+loopback only) with two ingress and two model replicas, a real redis-server for the result
+cache and the job store, and the real HF, replicate and openai clients.
+
+Serve's proxy sends each request to either ingress replica, so a job is often created on one and
+streamed, cancelled or polled on the other (imagine.jobs.relay carries its progress across).
 
 One deployment for the whole module (Ray and Serve take ~30 s to start on 2 cores); the tests
 run in file order and the last one stops the server and checks that nothing of Ray outlives it.
@@ -14,6 +17,7 @@ import base64
 import io
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ pytestmark = pytest.mark.slow
 MODEL_A = "imagine/shapes"
 MODEL_B = "test/shapes-b"  # the same weights, found in a model folder
 LONG = 300  # steps: several seconds of denoising for the jobs that get cancelled or killed
+FOREVER = 3000  # steps: minutes of denoising, for a request whose client leaves
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +54,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServer]:
     with redis_server() as redis_url:
         env = {
             "IMAGINE_RAY_MODEL_REPLICAS": "2",
-            "IMAGINE_RAY_INGRESS_REPLICAS": "1",
+            "IMAGINE_RAY_INGRESS_REPLICAS": "2",
             "IMAGINE_CACHE_BACKEND": "redis",
             "IMAGINE_JOB_STORE": "redis",
             "IMAGINE_REDIS_URL": redis_url,
             "IMAGINE_MODEL_DIRS": f'["{models}"]',
             "IMAGINE_ALLOW_DOWNLOADS": "false",
-            "IMAGINE_MAX_STEPS": str(LONG),
+            "IMAGINE_MAX_STEPS": str(FOREVER),
             "IMAGINE_MAX_REQUEST_S": "0",
             "IMAGINE_BATCH_WAIT_MS": "0",
             "IMAGINE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
@@ -75,8 +80,7 @@ def _replica(url: str, model_id: str) -> dict[str, Any]:
     return r.json()
 
 
-def _metric(url: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
+def _metric(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
@@ -122,6 +126,20 @@ def test_two_models_land_on_different_replicas(url: str) -> None:
     assert MODEL_B in b["models"] and MODEL_A not in b["models"]
 
 
+def test_a_cache_hit_in_one_ingress_replica_after_a_miss_in_the_other(url: str) -> None:
+    body = {"inputs": "a purple circle", "parameters": {"seed": 9}}
+    first = httpx.post(f"{url}/models/{MODEL_A}", json=body, timeout=60)
+    assert first.status_code == 200 and first.headers["x-cache"] == "miss"
+    made_by = first.headers["x-imagine-replica"]
+
+    def from_the_other() -> httpx.Response | None:
+        r = httpx.post(f"{url}/models/{MODEL_A}", json=body, timeout=60)
+        return r if r.headers["x-imagine-replica"] != made_by else None
+
+    hit = poll(from_the_other, "a request served by the other ingress replica")
+    assert hit.headers["x-cache"] == "hit" and hit.content == first.content
+
+
 def test_a_job_is_followed_over_sse_and_cancelled(url: str) -> None:
     client = replicate.Client(api_token="unused", base_url=url)
     job = client.predictions.create(
@@ -147,12 +165,35 @@ def test_a_job_is_followed_over_sse_and_cancelled(url: str) -> None:
     assert client.predictions.get(job.id).status == "canceled"
 
 
+def test_a_client_that_goes_away_cancels_its_generation(url: str) -> None:
+    long = {"inputs": "a red circle", "parameters": {"num_inference_steps": FOREVER}}
+
+    def leave_early() -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{url}/models/{MODEL_B}",
+                json=long,
+                headers={"x-use-cache": "false"},
+                timeout=httpx.Timeout(60, read=3),
+            )
+
+    client = threading.Thread(target=leave_early)
+    client.start()
+    poll(lambda: _replica(url, MODEL_B)["busy"] == 1 or None, "the generation to start", 3)
+    client.join()
+    # FOREVER steps take minutes: a replica idle within seconds dropped the request
+    poll(lambda: _replica(url, MODEL_B)["busy"] == 0 or None, "the replica to drop it", 15)
+
+
 def test_killing_the_replica_running_a_job_runs_it_on_the_other_once(url: str) -> None:
     client = replicate.Client(api_token="unused", base_url=url)
-    succeeded = _metric(url, "imagine_jobs_total", state="succeeded")
-    job = client.predictions.create(
-        version=MODEL_A, input={"prompt": "a blue circle", "num_inference_steps": 150, "seed": 8}
+    created = httpx.post(
+        f"{url}/v1/models/{MODEL_A}/predictions",
+        json={"input": {"prompt": "a blue circle", "num_inference_steps": 80, "seed": 8}},
     )
+    assert created.status_code == 201, created.text
+    job = client.predictions.get(created.json()["id"])
+    owner = created.headers["x-imagine-replica"]  # the ingress replica that runs the job
     victim = _replica(url, MODEL_A)
     steps: list[int] = []
     killed_at: int | None = None
@@ -168,14 +209,21 @@ def test_killing_the_replica_running_a_job_runs_it_on_the_other_once(url: str) -
     assert killed_at is not None
     after = steps[killed_at:]
     # the job started again from its first step on another replica, and ran to the end
-    assert min(after) < steps[killed_at - 1] and max(after) == 150
+    assert min(after) < steps[killed_at - 1] and max(after) == 80
+    # one run's outcome stored: the store's finish happens once per job
     final = client.predictions.get(job.id)
     assert final.status == "succeeded" and final.logs.count("succeeded") == 1
     assert isinstance(final.output, str)
     image = Image.open(io.BytesIO(httpx.get(final.output).content))
     assert image.size == (64, 64)
-    assert _metric(url, "imagine_jobs_total", state="succeeded") == succeeded + 1
-    assert _metric(url, "imagine_ray_resubmitted_total", model=MODEL_A) >= 1
+    # /metrics of the owner counts the resubmission
+    scrape = poll(
+        lambda: (
+            (r := httpx.get(f"{url}/metrics")).headers["x-imagine-replica"] == owner and r or None
+        ),
+        "a scrape of the owner's /metrics",
+    )
+    assert _metric(scrape.text, "imagine_ray_resubmitted_total", model=MODEL_A) >= 1
     survivor = poll(
         lambda: (r := _replica(url, MODEL_A))["pid"] != victim["pid"] and r or None,
         "model A to be served by a live replica",
