@@ -9,7 +9,7 @@ on one, then on the other, so machine noise hits both alike. Requests bypass the
    Two mixes: identical requests (16 steps) and mixed ones (8-24 steps, three schedulers,
    guidance 1-7).
 2. A short request (4 steps) sent half-way through a long batch (1, then 4 requests of 100
-   steps): its latency ÷ its latency alone.
+   steps): its latency ÷ its latency alone (medians of --repeats runs).
 3. Throughput at concurrency 8 with mixed steps, schedulers and guidance, ÷ the same requests
    one after another.
 
@@ -126,8 +126,12 @@ async def run(urls: dict[str, str], model_id: str, args: Any) -> None:
         await asyncio.gather(*(base.one(params(4000 + i, 100)) for i in range(batch)))
         long_s = time.perf_counter() - started
         for mode, client in clients.items():
-            short, alone = await short_during_long(client, long_s, batch)
-            print(f"    {mode:8s} {short:.3f} s vs {alone:.3f} s alone: {short / alone:.1f}x")
+            runs = [await short_during_long(client, long_s, batch) for _ in range(args.repeats)]
+            short, alone = (statistics.median(values) for values in zip(*runs, strict=True))
+            print(
+                f"    {mode:8s} {short:.3f} s vs {alone:.3f} s alone: {short / alone:.1f}x "
+                f"(median of {args.repeats})"
+            )
     print("\n3. Mixed requests: throughput at concurrency 8 vs one after another (images/s)")
     for mode, client in clients.items():
         one = await throughput(client, 1, args.throughput_n)
@@ -140,6 +144,7 @@ def main() -> None:
     p.set_defaults(model="imagine/shapes")
     p.add_argument("--arrivals", type=int, default=40)
     p.add_argument("--throughput-n", type=int, default=24)
+    p.add_argument("--repeats", type=int, default=3, help="runs of measure 2 (median)")
     args = p.parse_args()
     common = {"queue_size": 256, "per_client_queue": 256, "max_request_s": 0}
     with (

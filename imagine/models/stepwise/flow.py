@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
-from imagine.models.stepwise.row import Row, groups, stack, timesteps, using_scheduler
+from imagine.models.stepwise.row import Row, groups, initial_latents, stack, timesteps
 
 # The pipelines' own max_sequence_length defaults: every prompt is padded to them, which is what
 # lets rows of different prompts share one transformer call.
@@ -71,17 +71,7 @@ class SD3Steps:
 
     def prepare(self, pipe: Any, row: Row) -> None:
         device = pipe._execution_device
-        with using_scheduler(pipe, row.scheduler):
-            row.latents = pipe.prepare_latents(
-                1,
-                pipe.transformer.config.in_channels,
-                row.height,
-                row.width,
-                row.cond["encoder_hidden_states"].dtype,
-                device,
-                row.generator,
-                None,
-            )
+        row.latents = initial_latents(pipe, row, pipe.transformer.config.in_channels)
         kwargs: dict[str, Any] = {}
         if row.scheduler.config.get("use_dynamic_shifting", None):
             _, _, height, width = row.latents.shape
@@ -152,17 +142,8 @@ class FluxSteps:
     def prepare(self, pipe: Any, row: Row) -> None:
         device = pipe._execution_device
         steps = row.request.num_inference_steps
-        with using_scheduler(pipe, row.scheduler):
-            row.latents, row.shared["img_ids"] = pipe.prepare_latents(
-                1,
-                pipe.transformer.config.in_channels // 4,
-                row.height,
-                row.width,
-                row.cond["encoder_hidden_states"].dtype,
-                device,
-                row.generator,
-                None,
-            )
+        channels = pipe.transformer.config.in_channels // 4
+        row.latents, row.shared["img_ids"] = initial_latents(pipe, row, channels)
         sigmas = np.linspace(1.0, 1 / steps, steps)
         if getattr(row.scheduler.config, "use_flow_sigmas", False):
             sigmas = None

@@ -78,21 +78,33 @@ class StepFamily(Protocol):
         """The finished rows' PIL images (rows share one size)."""
 
 
-def advance(rows: Sequence[Row], output: torch.Tensor) -> None:
-    """Guidance and the scheduler step for every row, from the denoiser's stacked output."""
-    start = 0
-    for row in rows:
-        block = output[start : start + row.copies]
-        start += row.copies
-        if row.copies == 2:
-            uncond, cond = block.chunk(2)
-            pred = uncond + row.cfg_scale * (cond - uncond)
-        else:
-            pred = block
-        row.latents = row.scheduler.step(
-            pred, row.t, row.latents, **row.step_kwargs, return_dict=False
-        )[0]
-        row.index += 1
+def advance(row: Row, block: torch.Tensor) -> None:
+    """Guidance and the scheduler step for one row, from its block of the denoiser's output."""
+    if row.copies == 2:
+        uncond, cond = block.chunk(2)
+        pred = uncond + row.cfg_scale * (cond - uncond)
+    else:
+        pred = block
+    row.latents = row.scheduler.step(
+        pred, row.t, row.latents, **row.step_kwargs, return_dict=False
+    )[0]
+    row.index += 1
+
+
+def initial_latents(pipe: Any, row: Row, channels: int) -> Any:
+    """The pipeline's `prepare_latents` for one row: its generator, and its scheduler in place
+    (SD scales the noise by that scheduler's init_noise_sigma, valid after its set_timesteps)."""
+    with using_scheduler(pipe, row.scheduler):
+        return pipe.prepare_latents(
+            1,
+            channels,
+            row.height,
+            row.width,
+            row.cond["encoder_hidden_states"].dtype,
+            pipe._execution_device,
+            row.generator,
+            None,
+        )
 
 
 def extra_step_kwargs(pipe: Any, row: Row) -> dict[str, Any]:

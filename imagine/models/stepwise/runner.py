@@ -139,33 +139,22 @@ class StepRunner:
     @torch.inference_mode()
     def step(self, rows: Sequence[Row]) -> None:
         """One step for every row. Raises StepFailed naming the rows that failed; the others
-        have stepped."""
+        have stepped. A failed shared denoiser call is run again one row at a time, so only
+        the row that breaks it fails."""
         started = time.perf_counter()
+        blocks: Sequence[Any] | None
         try:
             output = self._family.forward(self._pipe, rows)
+            blocks = output.split([row.copies for row in rows])
         except Exception as exc:
             if len(rows) == 1:
                 raise StepFailed({rows[0]: self._failure("step", exc)}) from None
-            self._step_each(rows, started)
-            return
-        errors = {}
-        start = 0
-        for row in rows:
-            block = output[start : start + row.copies]
-            start += row.copies
+            blocks = None
+        errors: dict[Any, Exception] = {}
+        for i, row in enumerate(rows):
             try:
-                advance([row], block)
-            except Exception as exc:
-                errors[row] = self._failure("step", exc)
-        self._took(rows, started)
-        if errors:
-            raise StepFailed(errors)
-
-    def _step_each(self, rows: Sequence[Row], started: float) -> None:
-        errors = {}
-        for row in rows:
-            try:
-                advance([row], self._family.forward(self._pipe, [row]))
+                block = blocks[i] if blocks is not None else self._family.forward(self._pipe, [row])
+                advance(row, block)
             except Exception as exc:
                 errors[row] = self._failure("step", exc)
         self._took(rows, started)

@@ -19,9 +19,9 @@ from imagine.models.stepwise.row import (
     Row,
     extra_step_kwargs,
     groups,
+    initial_latents,
     stack,
     timesteps,
-    using_scheduler,
 )
 
 
@@ -83,18 +83,7 @@ class SDSteps:
         )
         if self.begin_index_zero and hasattr(row.scheduler, "set_begin_index"):
             row.scheduler.set_begin_index(0)
-        dtype = row.cond["encoder_hidden_states"].dtype
-        with using_scheduler(pipe, row.scheduler):  # init_noise_sigma is the row's scheduler's
-            row.latents = pipe.prepare_latents(
-                1,
-                pipe.unet.config.in_channels,
-                row.height,
-                row.width,
-                dtype,
-                device,
-                row.generator,
-                None,
-            )
+        row.latents = initial_latents(pipe, row, pipe.unet.config.in_channels)
         row.step_kwargs = extra_step_kwargs(pipe, row)
 
     def forward(self, pipe: Any, rows: Sequence[Row]) -> torch.Tensor:
