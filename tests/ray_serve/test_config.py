@@ -17,11 +17,21 @@ from imagine.ray_serve import deployments  # noqa: E402
 from imagine.ray_serve.config import replica_settings  # noqa: E402
 from imagine.settings import Settings, hash_token  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray-serve.yaml"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-def test_the_serve_config_is_valid_and_names_this_apps_deployments() -> None:
-    config = ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text()))
+def _serve_configs() -> list[dict]:
+    """The Serve config file, and the one inside the KubeRay RayService."""
+    rayservice = yaml.safe_load((DEPLOY / "kuberay-rayservice.yaml").read_text())
+    return [
+        yaml.safe_load((DEPLOY / "ray-serve.yaml").read_text()),
+        yaml.safe_load(rayservice["spec"]["serveConfigV2"]),
+    ]
+
+
+@pytest.mark.parametrize("raw", _serve_configs(), ids=["ray-serve.yaml", "rayservice"])
+def test_the_serve_config_is_valid_and_names_this_apps_deployments(raw: dict) -> None:
+    config = ServeDeploySchema.model_validate(raw)
     (app,) = config.applications
     module, _, name = app.import_path.partition(":")
     assert getattr(importlib.import_module(module), name) is deployments.build_app
