@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
 from imagine.models.stepwise.row import Row, groups, initial_latents, stack, timesteps
 
@@ -26,6 +25,8 @@ FLUX_TEXT_LENGTH = 512
 
 
 def _shift(scheduler: Any, image_seq_len: int, max_shift: float) -> float:
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift  # slow import: see unet.py
+
     config = scheduler.config
     return calculate_shift(
         image_seq_len,
@@ -34,6 +35,12 @@ def _shift(scheduler: Any, image_seq_len: int, max_shift: float) -> float:
         config.get("base_shift", 0.5),
         config.get("max_shift", max_shift),
     )
+
+
+def _retrieve_timesteps(*args: Any, **kwargs: Any) -> Any:
+    from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps  # slow: see unet.py
+
+    return retrieve_timesteps(*args, **kwargs)
 
 
 def _rows_of(negative: torch.Tensor | None, positive: torch.Tensor, i: int) -> torch.Tensor:
@@ -77,7 +84,7 @@ class SD3Steps:
             _, _, height, width = row.latents.shape
             patch = pipe.transformer.config.patch_size
             kwargs["mu"] = _shift(row.scheduler, (height // patch) * (width // patch), 1.16)
-        row.timesteps, _ = retrieve_timesteps(
+        row.timesteps, _ = _retrieve_timesteps(
             row.scheduler, row.request.num_inference_steps, device, sigmas=None, **kwargs
         )
 
@@ -148,7 +155,7 @@ class FluxSteps:
         if getattr(row.scheduler.config, "use_flow_sigmas", False):
             sigmas = None
         mu = _shift(row.scheduler, row.latents.shape[1], 1.15)
-        row.timesteps, _ = retrieve_timesteps(row.scheduler, steps, device, sigmas=sigmas, mu=mu)
+        row.timesteps, _ = _retrieve_timesteps(row.scheduler, steps, device, sigmas=sigmas, mu=mu)
         row.scheduler.set_begin_index(0)
 
     def forward(self, pipe: Any, rows: Sequence[Row]) -> torch.Tensor:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 from imagine.models.stepwise.row import (
     Row,
@@ -77,6 +76,12 @@ class SDSteps:
             row.cond["timestep_cond"] = embedding.to(device=pipe._execution_device, dtype=dtype)
 
     def prepare(self, pipe: Any, row: Row) -> None:
+        # Imported here: the family specs import this module, and diffusers' pipeline modules
+        # take seconds to import (the HTTP edge reads the specs without running a pipeline).
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+            retrieve_timesteps,
+        )
+
         device = pipe._execution_device
         row.timesteps, _ = retrieve_timesteps(
             row.scheduler, row.request.num_inference_steps, device
