@@ -11,14 +11,14 @@
 or `import_path` in a Serve config): `args` may hold `settings` (imagine settings, over the
 IMAGINE_* environment) and `models_per_replica`. Scaling (`num_replicas` or
 `autoscaling_config`), `ray_actor_options` and `max_ongoing_requests` come from the Serve config
-per deployment ("Ingress", "ModelReplica"), or from `RayOptions` via `imagine serve --ray`.
+per deployment ("Ingress", "ModelReplica"). `build_local_app(settings, options)` is what
+`imagine serve --ray` runs, with replicas and resources from `RayOptions` (IMAGINE_RAY_*).
 
 No `from __future__ import annotations` here: Serve's FastAPI integration reads the annotations
 of the ingress class at runtime, and as strings they made every POST a 422.
 """
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,8 +38,6 @@ from imagine.request import GenerationRequest
 from imagine.settings import Settings
 
 __all__ = ["Ingress", "ModelReplica", "build_app", "build_local_app", "ray_router"]
-
-log = logging.getLogger(__name__)
 
 
 @serve.deployment(name="ModelReplica")
@@ -172,8 +170,8 @@ ray_router = APIRouter()
 @ray_router.get("/ray/models/{model_id:path}/replica")
 async def model_replica(request: Request, model_id: str) -> JSONResponse:
     """Which model replica a request for `model_id` goes to now: Serve routes to one that has
-    the model loaded when there is one. {"replica", "pid", "models"}; a token when tokens are
-    on."""
+    the model loaded when there is one. {"replica", "pid", "models", "busy"}; a token when
+    tokens are on."""
     from imagine.http.errors import error_response
 
     state = request.app.state.imagine
@@ -182,7 +180,8 @@ async def model_replica(request: Request, model_id: str) -> JSONResponse:
     except ImagineError as exc:
         return error_response(exc)
     handle = request.app.state.ray_models.options(multiplexed_model_id=model_id)
-    return JSONResponse(await asyncio.wait_for(handle.whoami.remote(), timeout=30))
+    async with asyncio.timeout(30):
+        return JSONResponse(await handle.whoami.remote())
 
 
 def _replica_lost(exc: BaseException) -> bool:
