@@ -9,8 +9,9 @@ publishes every view of its jobs, and every replica listens for cancel requests:
     follower:  SUBSCRIBE <prefix>events:<job id> → views until a terminal one
     anyone:    PUBLISH <prefix>cancel <job id> → the owner cancels it
     owner:     SET <prefix>lease:<job id> EX 30, renewed every 10 s while the job runs there
-    a replica starting: takes over (SET NX) only unfinished jobs whose lease has lapsed — their
-               owner died or stopped — so jobs that live replicas run are not run twice
+    any replica, at start and then at each expiry sweep: takes over (SET NX) the unfinished
+               jobs whose lease has lapsed — their owner died or stopped — and runs them; jobs
+               that live replicas run are never run twice
 
 Publishing is fire-and-forget through one queue (in order; the oldest dropped past 1,024), so a
 slow or frozen Redis never holds a job up; each Redis call has a timeout. Pub/sub loses what
@@ -24,6 +25,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -73,13 +75,21 @@ def view_from_json(text: str | bytes) -> tuple[JobRecord, JobSnapshot | None]:
 class RedisJobRelay:
     """Redis pub/sub for job views and cancel requests (see the module docstring)."""
 
-    def __init__(self, *, url: str, prefix: str = "imagine:job:", timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str = "imagine:job:",
+        timeout_s: float = 2.0,
+        lease_s: int = _LEASE_S,
+    ) -> None:
         self._client = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._url = url
         self._p = prefix
         self._timeout_s = timeout_s
+        self._lease_s = lease_s
         # ("publish", channel, message) or ("lease", key, ""), sent in order by one task
         self._outbox: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue(_QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,15 +103,21 @@ class RedisJobRelay:
         self._tasks.append(asyncio.create_task(self._listen_cancels(on_cancel)))
         self._tasks.append(asyncio.create_task(self._renew(owned)))
 
-    async def take_over(self, job_ids: Iterable[str]) -> list[str]:
-        """Of `job_ids` (unfinished in the store), those no live replica holds, now leased to
-        this one (atomically: two replicas starting together never both take one)."""
+    async def take_over(self, records: Iterable[JobRecord]) -> list[str]:
+        """The ids of those unfinished `records` no live replica holds, now leased to this one
+        (atomically: two replicas never both take one). A job younger than a lease is left
+        alone: its creator may not have sent its lease yet."""
         taken = []
-        for job_id in job_ids:
+        now = time.time()
+        for record in records:
+            if now - record.created_at < self._lease_s:
+                continue
             async with asyncio.timeout(self._timeout_s):
-                acquired = await self._client.set(self._lease(job_id), "1", nx=True, ex=_LEASE_S)
+                acquired = await self._client.set(
+                    self._lease(record.id), "1", nx=True, ex=self._lease_s
+                )
             if acquired:
-                taken.append(job_id)
+                taken.append(record.id)
         return taken
 
     def claim(self, job_id: str) -> None:
@@ -166,20 +182,22 @@ class RedisJobRelay:
 
     async def _send(self) -> None:
         while True:
+            _raise_if_cancelling()
             kind, key, message = await self._outbox.get()
             if kind == "publish":
                 call = self._client.publish(key, message)
             else:
-                call = self._client.set(key, "1", ex=_LEASE_S)
+                call = self._client.set(key, "1", ex=self._lease_s)
             try:
                 async with asyncio.timeout(self._timeout_s):
                     await call
             except Exception as exc:
+                _raise_if_cancelling()
                 log.warning("job %s not relayed (%s)", kind, type(exc).__name__)
 
     async def _renew(self, owned: Callable[[], Iterable[str]]) -> None:
         while True:
-            await asyncio.sleep(_LEASE_S / 3)
+            await asyncio.sleep(self._lease_s / 3)
             for job_id in list(owned()):
                 self.claim(job_id)
 
@@ -190,12 +208,14 @@ class RedisJobRelay:
                 async with asyncio.timeout(self._timeout_s):
                     await pubsub.subscribe(f"{self._p}cancel")
                 while True:
+                    _raise_if_cancelling()
                     message = await pubsub.get_message(timeout=self._timeout_s)
                     if message is not None:
                         on_cancel(message["data"].decode())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelling()
                 log.warning("cancel requests not received (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
             finally:
@@ -208,3 +228,11 @@ async def _close(connection: Any) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
             await connection.aclose()
+
+
+def _raise_if_cancelling() -> None:
+    """A cancelled Redis call may come back as an error or even as an answer (redis-py 8 does
+    not always re-raise the cancellation): a task being cancelled must stop, not go on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

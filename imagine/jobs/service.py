@@ -100,11 +100,19 @@ class JobService:
 
     async def start(self) -> int:
         """Queue again every job the store holds as queued or running (a restart or crash
-        interrupted them); start the expiry sweep. Returns how many were queued again."""
+        interrupted them); start the expiry sweep (which, with a relay, also takes over the
+        jobs of replicas that died). Returns how many were queued again."""
+        again = await self._requeue()
+        if self._relay is not None:
+            await self._relay.start(self._cancel_here, owned=lambda: list(self._live))
+        self._spawn(self._sweep())
+        return again
+
+    async def _requeue(self) -> int:
         again = 0
-        unfinished = await self.store.unfinished()
+        unfinished = [r for r in await self.store.unfinished() if r.id not in self._live]
         if self._relay is not None:  # replicas share the store: only jobs nobody runs now
-            free = set(await self._relay.take_over([r.id for r in unfinished]))
+            free = set(await self._relay.take_over(unfinished))
             unfinished = [r for r in unfinished if r.id in free]
         for record in unfinished:
             record = replace(
@@ -120,9 +128,6 @@ class JobService:
                 await self._end(record, JobState.FAILED, error=exc)
         if again:
             log.info("queued %d unfinished job(s) again", again)
-        if self._relay is not None:
-            await self._relay.start(self._cancel_here, owned=lambda: list(self._live))
-        self._spawn(self._sweep())
         return again
 
     async def close(self) -> None:
@@ -485,6 +490,15 @@ class JobService:
                     log.info("deleted the results of %d expired job(s)", expired)
             except Exception:
                 log.exception("job expiry failed")
+            if self._relay is not None:  # a replica that died leaves its jobs to the others
+                try:
+                    await self._requeue()
+                except Exception:
+                    log.exception("taking over jobs of other replicas failed")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # close() cancelled a Redis call, which raised it as an error caught above
+                raise asyncio.CancelledError
             await asyncio.sleep(min(_EXPIRY_INTERVAL_S, max(1.0, self._ttl_s / 4)))
 
     def _spawn(self, work: Any) -> None:

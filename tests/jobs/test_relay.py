@@ -8,6 +8,7 @@ steps are real engine events; only the pipeline is fake.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from imagine.engine.engine import Engine
-from imagine.jobs.record import JobState
+from imagine.jobs.record import JobRecord, JobState
 from imagine.jobs.redis_store import RedisJobStore
 from imagine.jobs.relay import RedisJobRelay, view_from_json, view_to_json
 from imagine.jobs.service import JobService
@@ -32,14 +33,16 @@ def redis_url() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def replica(url: str, manager: FakeManager) -> AsyncIterator[JobService]:
+async def replica(
+    url: str, manager: FakeManager, *, ttl_s: float = 3600, lease_s: int = 30
+) -> AsyncIterator[JobService]:
     settings = Settings(preload=[], batch_wait_ms=0.0, max_request_s=0)
     engine = Engine(settings=settings, manager=manager)
     jobs = JobService(
         images=ImageService(settings=settings, engine=engine),
         store=RedisJobStore(url=url, prefix="relay-test:"),
-        ttl_s=3600,
-        relay=RedisJobRelay(url=url, prefix="relay-test:"),
+        ttl_s=ttl_s,  # the sweep (and take-over) runs every ttl_s / 4, at least every 1 s
+        relay=RedisJobRelay(url=url, prefix="relay-test:", lease_s=lease_s),
     )
     await jobs.start()
     try:
@@ -90,28 +93,50 @@ async def test_another_replica_waits_for_the_end(redis_url: str) -> None:
         assert done.state is JobState.SUCCEEDED and done.record.outputs == ["0.png"]
 
 
-async def test_a_starting_replica_takes_over_only_jobs_nobody_runs(redis_url: str) -> None:
-    async with replica(redis_url, FakeManager(hold_batches=True)) as owner:
-        running = await owner.create(
-            owner="o", client_id="c", requests=[make_request(steps=100000)], input={}
+async def test_a_job_is_taken_over_once_and_only_when_nobody_holds_it(redis_url: str) -> None:
+    def record(age_s: float) -> JobRecord:
+        return JobRecord(
+            id=f"j-{uuid.uuid4().hex}",
+            owner="o",
+            model_id="m",
+            input={},
+            requests=[],
+            created_at=time.time() - age_s,
         )
-        starting = RedisJobRelay(url=redis_url, prefix="relay-test:")
-        try:
-            # the owner's lease is sent in the background: it is there once the job runs
-            async for view in await owner.events(running.record.id, owner="o"):
-                if view.state is JobState.RUNNING:
+
+    first = RedisJobRelay(url=redis_url, prefix="relay-test:")
+    second = RedisJobRelay(url=redis_url, prefix="relay-test:")
+    try:
+        orphan, young = record(age_s=100), record(age_s=0)
+        assert await first.take_over([orphan, young]) == [orphan.id]
+        assert await second.take_over([orphan]) == []  # leased by the first now
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_job_of_a_replica_that_died_runs_on_another_once(redis_url: str) -> None:
+    async with replica(redis_url, FakeManager(), ttl_s=4, lease_s=1) as survivor:
+        held = FakeManager(hold_batches=True)
+        async with replica(redis_url, held, lease_s=1) as doomed:
+            view = await doomed.create(
+                owner="o", client_id="c", requests=[make_request(steps=50)], input={}
+            )
+            async for seen in await doomed.events(view.record.id, owner="o"):
+                if seen.state is JobState.RUNNING:
                     break
-            orphan = f"orphan-{uuid.uuid4().hex}"  # unfinished, its owner gone
-            assert await starting.take_over([running.record.id, orphan]) == [orphan]
-            assert await starting.take_over([orphan]) == []  # taken once only
-        finally:
-            await starting.close()
-        await owner.cancel(running.record.id, owner="o")
+            # as a replica that dies: its job service stops without finishing the job (the
+            # store still says it runs) and stops renewing the lease
+            await doomed.close()
+            held.release_batch()  # (lets its engine stop; nobody records that outcome)
+        done = await survivor.wait(view.record.id, owner="o", timeout_s=30)
+        assert done.state is JobState.SUCCEEDED, done.record
+        assert done.record.logs.count("queued again") == 1
+        assert done.record.logs.count("succeeded") == 1
 
 
 def test_a_view_survives_the_wire() -> None:
     from imagine.engine.job import JobSnapshot
-    from imagine.jobs.record import JobRecord
 
     record = JobRecord(id="j", owner="o", model_id="m", input={"prompt": "p"}, requests=[])
     snap = JobSnapshot(JobState.RUNNING, step=3, total=9, eta_s=1.5, preview=b"\xff\xd8jpeg")
