@@ -110,7 +110,8 @@ class Engine:
         ModelLoadFailed (when not waiting, the last load failed and no request has been told
         yet; the next request retries), Overloaded (the model's queue or the client's share of
         it is full, the client's rate is spent, or the work ahead would pass the request
-        timeout; `force` skips these, for jobs accepted before a restart).
+        timeout; `force` skips these and the cost check, for jobs accepted before a restart:
+        a calibration measured on a busy machine must not fail a job that was accepted).
         """
         self._check_size(request)
         slot = self._slot(request.model_id)
@@ -131,8 +132,8 @@ class Engine:
             previews=previews,
             job_id=job_id,
         )
-        self._check_cost(slot, job)
-        if not force:
+        if not force:  # a job accepted before a restart is never refused again
+            self._check_cost(slot, job)
             self._check_deadline(slot, job)
             self._rate_limit.take(client_id)
         job.on_cancel = lambda j: self._withdraw(slot, j)

@@ -30,7 +30,7 @@ from imagine.engine.job import Batch, Job
 from imagine.engine.ports import StepFailed, StepInfo, Stepper
 from imagine.engine.worker import Worker
 from imagine.errors import GenerationFailed
-from imagine.request import GenerationResult
+from imagine.request import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class _Tick:
     succeeded: list[tuple[Job, GenerationResult]] = field(default_factory=list)
     failed: list[tuple[Job, BaseException]] = field(default_factory=list)
     denoiser_rows: int = 0
+    stepped: list[GenerationRequest] = field(default_factory=list)  # one step each
 
 
 class StepWorker(Worker):
@@ -52,6 +53,9 @@ class StepWorker(Worker):
         self._stepper = stepper
         self._rows: list[Any] = []  # touched only inside a tick, on the model's thread
         self._group: Hashable | None = None
+        # Ticks since a request last finished: their seconds, and the predicted seconds of the
+        # steps they ran (what the queue's WorkRate learns its factor from).
+        self._measured = (0.0, 0.0)
 
     async def _run(self) -> None:
         while True:
@@ -60,6 +64,7 @@ class StepWorker(Worker):
                 self._group = self._group_of(head)
                 self.current = Batch(items=[])
             joiners = self._joiners()
+            started = time.monotonic()
             try:
                 tick = await asyncio.wrap_future(self._executor.submit(self._tick, joiners))
             except asyncio.CancelledError:
@@ -70,6 +75,7 @@ class StepWorker(Worker):
                 tick = _Tick(failed=[(job, _copy(exc)) for job in self.current.items])
                 self._stepper.drop(self._rows)
                 self._rows = []
+            self._learn(tick, time.monotonic() - started)
             self._settle(tick)
             if not self._rows:
                 self.current, self._group = None, None
@@ -141,6 +147,7 @@ class StepWorker(Worker):
         if not rows:
             return tick
         tick.denoiser_rows = len(rows)
+        tick.stepped = [row.request for row in rows]
         try:
             stepper.step(rows)
         except StepFailed as failure:
@@ -185,6 +192,21 @@ class StepWorker(Worker):
             self.current.items = [job for job in self.current.items if job.live]
             units = self._queue.rate.units_of(job.request for job in self.current.items)
             self._queue.running(units)
+
+    def _learn(self, tick: _Tick, seconds: float) -> None:
+        """Feed the queue's WorkRate as a request-level batch would: the measured seconds of
+        the ticks since a request last finished against their predicted seconds alone (each
+        step's share of its request's units), so predictions follow the machine's speed."""
+        if tick.failed or not tick.stepped:
+            self._measured = (0.0, 0.0)  # an interrupted stretch says nothing of the rate
+            return
+        rate = self._queue.rate
+        units = sum(rate.units(r) / max(1, r.num_inference_steps) for r in tick.stepped)
+        spent, predicted = self._measured
+        self._measured = (spent + seconds, predicted + units)
+        if tick.succeeded:
+            rate.record(*self._measured)
+            self._measured = (0.0, 0.0)
 
     def _stopped(self, jobs: list[Job]) -> None:
         for job in jobs:

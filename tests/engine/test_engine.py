@@ -253,3 +253,18 @@ async def test_unknown_model_is_not_found(make_engine: EngineFactory) -> None:
     engine, _ = make_engine()
     with pytest.raises(ModelNotFound):
         await engine.generate(make_request(0, model_id="nope"), client_id="c", wait_for_model=True)
+
+
+async def test_a_job_accepted_before_a_restart_is_not_refused_by_the_cost_limit(
+    make_engine: EngineFactory,
+) -> None:
+    # After a restart the model is calibrated again, maybe on a busy machine: its predictions
+    # can then pass max_request_s for requests that were accepted. Those jobs (force) still run.
+    engine, fake = make_engine(max_request_s=1.0)
+    await engine.load("m")
+    engine._slots["m"].queue.rate.scale = 1e6  # every prediction far past the limit
+    request = make_request(1)
+    with pytest.raises(InvalidRequest, match="max_request_s"):
+        engine.submit(request, client_id="c", wait_for_model=True)
+    job = engine.submit(request, client_id="c", wait_for_model=True, force=True)
+    assert (await engine.wait(job)).request == request

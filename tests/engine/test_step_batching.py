@@ -151,3 +151,22 @@ async def test_a_request_that_cannot_run_fails_alone(engine: Engine) -> None:
     assert close_to(await engine.wait(jobs[0]), solo_pixels(engine, good))
     again = engine.submit(make(engine, model_id, 3), client_id="c", wait_for_model=True)
     assert (await engine.wait(again)).image.size == (64, 64)
+
+
+async def test_stepped_requests_teach_the_queue_its_rate(engine: Engine) -> None:
+    """The cost model's factor learns from step-level work as from whole batches, so a rate
+    measured on a busy machine (predictions 50x too long) comes back down."""
+    await engine.load(SHAPES)
+    rate = engine._slots[SHAPES].queue.rate
+    assert not rate.measured  # max_request_s = 0: nothing calibrated at load
+    await engine.generate(
+        make(engine, SHAPES, 1, num_inference_steps=8), client_id="c", wait_for_model=True
+    )
+    assert rate.scale is not None
+    wrong = rate.scale * 50
+    rate.scale = wrong
+    for seed in (2, 3, 4):
+        await engine.generate(
+            make(engine, SHAPES, seed, num_inference_steps=8), client_id="c", wait_for_model=True
+        )
+    assert rate.scale < wrong / 2

@@ -210,7 +210,9 @@ def test_auth_on_and_urls_need_no_token() -> None:
 
 
 def test_a_429_is_retried_after_retry_after() -> None:
-    settings = _settings(queue_size=1, batch_wait_ms=0.0)
+    # One request at a time and one queued: the third is refused (with more, step-level
+    # batching would let the queued ones join the running one).
+    settings = _settings(queue_size=1, batch_wait_ms=0.0, max_batch_size=1)
     with serve(create_app(settings, build_engine(settings))) as url:
         create = f"{url}/v1/models/{MODEL}/predictions"
         long = httpx.post(create, json={"input": {"prompt": "a", "num_inference_steps": 80}})
