@@ -12,6 +12,8 @@ on one, then on the other, so machine noise hits both alike. Requests bypass the
    steps): its latency ÷ its latency alone (medians of --repeats runs).
 3. Throughput at concurrency 8 with mixed steps, schedulers and guidance, ÷ the same requests
    one after another.
+4. Measure 2 (one long request) without HTTP: the engine in this process, one mode then the
+   other, the short request sent once the long one has done 50 of its 100 steps.
 
     .venv/bin/python -m bench.step_batching [--model imagine/shapes] [--arrivals 40]
 """
@@ -139,6 +141,48 @@ async def run(urls: dict[str, str], model_id: str, args: Any) -> None:
         print(f"    {mode:8s} c=1 {one:.2f}  c=8 {eight:.2f}  ratio {eight / one:.2f}x")
 
 
+async def in_process(model_id: str, mode: str, repeats: int) -> tuple[float, float]:
+    """(median latency of a 4-step request joined at step 50 of a 100-step one, alone)."""
+    from imagine.engine.engine import Engine
+    from imagine.models.manager import ModelManager
+    from imagine.settings import Settings
+    from imagine.validation import build_request
+
+    settings = Settings(preload=[], batching=mode, max_request_s=0, batch_wait_ms=0)
+    engine = Engine(settings=settings, manager=ModelManager(settings=settings))
+    await engine.load(model_id)
+    info = engine.describe(model_id)
+
+    def request(seed: int, steps: int) -> Any:
+        parameters = params(seed, steps)
+        return build_request(
+            model_id=model_id,
+            prompt="a red circle",
+            parameters=parameters,
+            info=info,
+            settings=settings,
+        )
+
+    async def timed(seed: int, steps: int) -> float:
+        started = time.perf_counter()
+        await engine.generate(request(seed, steps), client_id="short", wait_for_model=True)
+        return time.perf_counter() - started
+
+    try:
+        alone = [await timed(100 + i, 4) for i in range(repeats)]
+        joined = []
+        for i in range(repeats):
+            long = engine.submit(request(1 + i, 100), client_id="long", wait_for_model=True)
+            async for snapshot in long.events():
+                if snapshot.step >= 50:
+                    break
+            joined.append(await timed(200 + i, 4))
+            await engine.wait(long)
+    finally:
+        await engine.close()
+    return statistics.median(joined), statistics.median(alone)
+
+
 def main() -> None:
     p = parser(__doc__ or "")
     p.set_defaults(model="imagine/shapes")
@@ -153,6 +197,10 @@ def main() -> None:
         server(model_id, dirs, batching="request", **common) as request_url,
     ):
         asyncio.run(run({"step": step_url, "request": request_url}, model_id, args))
+    print("\n4. Measure 2 with one long request, in this process (the engine, no HTTP)")
+    for mode in ("step", "request"):
+        short, alone = asyncio.run(in_process(model_id, mode, args.repeats))
+        print(f"    {mode:8s} {short:.3f} s vs {alone:.3f} s alone: {short / alone:.1f}x")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ def base_url(tiny_model_root: Path) -> Iterator[str]:
         allow_downloads=False,
         max_steps=LONG,
         batch_wait_ms=0.0,
+        # One request at a time, so the second one stays queued behind the first (with more,
+        # step-level batching lets it join the running one at the next step).
+        max_batch_size=1,
     )
     app = create_app(settings, build_engine(settings), build_cache(settings))
     with serve(app) as url:
