@@ -28,11 +28,10 @@ import logging
 from typing import Any
 
 from imagine.engine.admission import ClientRateLimit, RequestQueue
-from imagine.engine.job import Job, PreviewPolicy
+from imagine.engine.job import Job, PreviewPolicy, wait_within
 from imagine.engine.ports import ManagerPort
 from imagine.engine.residency import ModelSlot, Residency, copy_error
 from imagine.errors import (
-    GenerationFailed,
     InvalidRequest,
     ModelLoadFailed,
     ModelLoading,
@@ -154,26 +153,11 @@ class Engine:
         """The result of a submitted job within settings.request_timeout_s. Raises Overloaded
         (the timeout passed in the queue), GenerationFailed (it passed while running), or the
         job's error; cancelling the awaiting task cancels the job."""
-        request = job.request
-        timeout = self._settings.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                return await job.wait()
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        except TimeoutError:
-            started = job.batch is not None
-            job.cancel()
-            if not started:
-                raise Overloaded(
-                    f"the request waited {timeout:g} s for model {request.model_id} without "
-                    "starting (request_timeout_s)",
-                    retry_after=self._slot(request.model_id).queue.retry_after(),
-                ) from None
-            raise GenerationFailed(
-                f"generation took longer than {timeout:g} s (request_timeout_s)"
-            ) from None
+        return await wait_within(
+            job,
+            self._settings.request_timeout_s,
+            retry_after=lambda: self._slot(job.request.model_id).queue.retry_after(),
+        )
 
     def _withdraw(self, slot: ModelSlot, job: Job) -> None:
         """A job was canceled: take it out of its queue, or let its batch know."""

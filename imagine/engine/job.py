@@ -25,13 +25,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from imagine.engine.broadcast import Broadcast
-from imagine.errors import Canceled, ImagineError
+from imagine.errors import Canceled, GenerationFailed, ImagineError, Overloaded
 from imagine.request import GenerationRequest, GenerationResult, JobState
 
 if TYPE_CHECKING:
     from imagine.request import StepInfo
 
-__all__ = ["Batch", "Job", "JobSnapshot", "PreviewPolicy"]
+__all__ = ["Batch", "Job", "JobSnapshot", "PreviewPolicy", "wait_within"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +238,29 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     not log "Future exception was never retrieved"."""
     if not future.cancelled():
         future.exception()
+
+
+async def wait_within(
+    job: Job, timeout: float, *, retry_after: Callable[[], float]
+) -> GenerationResult:
+    """The job's result within `timeout` seconds (request_timeout_s), else the job is canceled
+    and this raises Overloaded (it never started; Retry-After from `retry_after()`) or
+    GenerationFailed (it was running). Cancelling the caller cancels the job."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await job.wait()
+    except asyncio.CancelledError:
+        job.cancel()
+        raise
+    except TimeoutError:
+        started = job.batch is not None
+        job.cancel()
+        if not started:
+            raise Overloaded(
+                f"the request waited {timeout:g} s for model {job.request.model_id} without "
+                "starting (request_timeout_s)",
+                retry_after=retry_after(),
+            ) from None
+        raise GenerationFailed(
+            f"generation took longer than {timeout:g} s (request_timeout_s)"
+        ) from None

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
-from imagine.engine.job import Batch, Job, JobSnapshot, PreviewPolicy
-from imagine.errors import GenerationFailed, ImagineError, Overloaded
+from imagine.engine.job import Batch, Job, JobSnapshot, PreviewPolicy, wait_within
+from imagine.errors import GenerationFailed, ImagineError
 from imagine.metrics import Metrics
 from imagine.models.spec import ModelInfo
 from imagine.ray_serve.events import Failed, Finished, ReplicaEvent, error_from_wire
@@ -161,25 +161,7 @@ class RemoteEngine:
         """As `imagine.engine.engine.Engine.wait`: the result within request_timeout_s, else
         Overloaded (never started) or GenerationFailed (started); cancelling the caller
         cancels the job."""
-        timeout = self._settings.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                return await job.wait()
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        except TimeoutError:
-            started = job.batch is not None
-            job.cancel()
-            if not started:
-                raise Overloaded(
-                    f"the request waited {timeout:g} s for model {job.request.model_id} "
-                    "without starting (request_timeout_s)",
-                    retry_after=1.0,
-                ) from None
-            raise GenerationFailed(
-                f"generation took longer than {timeout:g} s (request_timeout_s)"
-            ) from None
+        return await wait_within(job, self._settings.request_timeout_s, retry_after=lambda: 1.0)
 
     async def generate(
         self, request: GenerationRequest, *, client_id: str, wait_for_model: bool
